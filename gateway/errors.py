@@ -1,0 +1,114 @@
+"""The GatewayError tree: every failure the gateway answers with, and how.
+
+    GatewayError(status=500, code="server_error")
+      ConfigError(problems)                     exit 2 in check-config, never an HTTP response
+      Unauthenticated(401, "unauthenticated")   + WWW-Authenticate: Bearer
+        InvalidToken(401, "invalid_token")      bad signature/alg/iss/aud/exp/nonce
+      Forbidden(403, "access_denied")           policy said no
+      LoginError(400, "login_failed")           unknown state, nonce mismatch, OP error response
+      ProviderError(502, "provider_error")      .error = OAuth code; compare codes, not text
+      ProviderUnavailable(503, "provider_unavailable")  OP metadata not loaded / OP unreachable
+      StoreUnavailable(503, "store_unavailable")
+      UpstreamError(502, "bad_gateway")
+        UpstreamTimeout(504, "gateway_timeout")
+
+`status` and `code` are fixed per class; `detail` is the only per-instance text and is a short,
+fixed phrase chosen by the raiser: it never carries a foreign exception's text, a token or a code.
+This module imports nothing from the gateway.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "ConfigError",
+    "Forbidden",
+    "GatewayError",
+    "InvalidToken",
+    "LoginError",
+    "ProviderError",
+    "ProviderUnavailable",
+    "StoreUnavailable",
+    "Unauthenticated",
+    "UpstreamError",
+    "UpstreamTimeout",
+]
+
+
+class GatewayError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "server_error"
+    default_detail: ClassVar[str] = "The gateway could not handle this request."
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.detail = detail or self.default_detail
+        super().__init__(self.detail)
+
+
+class ConfigError(GatewayError):
+    code = "config_error"
+    default_detail = "invalid configuration"
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{key}: {reason}" for key, reason in problems))
+
+
+class Unauthenticated(GatewayError):
+    status = 401
+    code = "unauthenticated"
+    default_detail = "Authentication is required."
+
+
+class InvalidToken(Unauthenticated):
+    code = "invalid_token"
+    default_detail = "The token is not valid."
+
+
+class Forbidden(GatewayError):
+    status = 403
+    code = "access_denied"
+    default_detail = "You are not allowed to access this resource."
+
+
+class LoginError(GatewayError):
+    status = 400
+    code = "login_failed"
+    default_detail = "The login could not be completed."
+
+
+class ProviderError(GatewayError):
+    status = 502
+    code = "provider_error"
+    default_detail = "The identity provider returned an error."
+
+    def __init__(self, detail: str | None = None, *, error: str = "server_error",
+                 description: str | None = None) -> None:
+        super().__init__(detail)
+        self.error = error  # the OAuth 2.0 error code (RFC 6749 §5.2), for classification
+        self.description = description
+
+
+class ProviderUnavailable(GatewayError):
+    status = 503
+    code = "provider_unavailable"
+    default_detail = "The identity provider is unavailable. Please try again shortly."
+
+
+class StoreUnavailable(GatewayError):
+    status = 503
+    code = "store_unavailable"
+    default_detail = "The session store is unavailable. Please try again shortly."
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    code = "bad_gateway"
+    default_detail = "The upstream service is unavailable."
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "gateway_timeout"
+    default_detail = "The upstream service did not answer in time."
