@@ -220,6 +220,7 @@ class UpstreamSettings(_Model):
     connect_timeout: PositiveDuration = 5.0
     read_timeout: PositiveDuration = 60.0
     websockets: bool = True
+    pass_host_header: bool = False  # send the client's Host upstream instead of the upstream's own
 
     @field_validator("url")
     @classmethod
