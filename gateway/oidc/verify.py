@@ -1,0 +1,149 @@
+"""TokenVerifier: ID tokens (OIDC Core §3.1.3.7, §3.3.2.12) and Bearer JWT access tokens (RFC 9068).
+
+Trusts: signatures by a key from the provider's JWKS, or, for HS256/384/512, the client secret
+(OIDC Core §10.1; Authing's default). Rejects, each with InvalidToken and a short fixed reason:
+an `alg` outside the configured allow-list (`none` can never be in it, so no alg=none and no HS/RS
+confusion: the key type is chosen by the allow-listed alg, never by the token), a bad signature,
+`iss` not exactly the issuer, `aud` without our client_id, several audiences without `azp` equal to
+our client_id, `exp` in the past or `iat` missing or in the future (both with the clock skew),
+`nbf` in the future, a missing `sub`, a `nonce` other than this login's, and a wrong or (where the
+flow requires it) missing `at_hash` / `c_hash`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Callable, Collection
+from typing import Any
+
+import jwt
+
+from gateway.errors import InvalidToken
+from gateway.oidc.jwks import KeySet
+
+__all__ = ["Claims", "TokenVerifier", "token_hash"]
+
+Claims = dict[str, Any]
+
+_HASHES = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
+
+
+def token_hash(value: str, alg: str) -> str:
+    """at_hash / c_hash: base64url of the left half of the hash matching the JWS alg (OIDC Core §3.3.2.11)."""
+    digest_fn = hashlib.sha512 if alg == "EdDSA" else _HASHES[alg[-3:]]
+    digest = digest_fn(value.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode("ascii")
+
+
+class TokenVerifier:
+    def __init__(self, *, issuer: str, client_id: str, client_secret: str | None,
+                 id_token_algs: Collection[str], bearer_algs: Collection[str],
+                 bearer_audiences: Collection[str], keys: KeySet, clock_skew: float,
+                 clock: Callable[[], float]) -> None:
+        self._issuer = issuer
+        self._client_id = client_id
+        self._secret = client_secret.encode() if client_secret else None
+        self._id_algs = frozenset(id_token_algs)
+        self._bearer_algs = frozenset(bearer_algs)
+        self._bearer_audiences = frozenset(bearer_audiences)
+        self._keys = keys
+        self._skew = clock_skew
+        self._clock = clock
+
+    async def _decode(self, raw: str, allowed: frozenset[str]) -> tuple[str, Claims]:
+        try:
+            header = jwt.get_unverified_header(raw)
+        except jwt.PyJWTError:
+            raise InvalidToken("malformed token") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in allowed:
+            raise InvalidToken("signing algorithm not allowed")
+        if alg.startswith("HS"):
+            if self._secret is None:
+                raise InvalidToken("signing algorithm not allowed")
+            key: Any = self._secret
+        else:
+            kid = header.get("kid")
+            key = await self._keys.key_for(kid if isinstance(kid, str) else None, alg)
+        try:
+            claims = jwt.decode(
+                raw, key, algorithms=[alg],
+                # Time and audience checks are ours (injected clock, azp rule); signature is PyJWT's.
+                options={"verify_exp": False, "verify_iat": False, "verify_nbf": False,
+                         "verify_aud": False, "verify_iss": False},
+            )
+        except jwt.InvalidSignatureError:
+            raise InvalidToken("bad signature") from None
+        except jwt.PyJWTError:
+            raise InvalidToken("malformed token") from None
+        return alg, claims
+
+    def _check_time(self, claims: Claims, *, require_iat: bool) -> None:
+        now = self._clock()
+        exp = claims.get("exp")
+        if not _is_number(exp) or exp + self._skew <= now:
+            raise InvalidToken("token expired")
+        iat = claims.get("iat")
+        if iat is None and not require_iat:
+            pass
+        elif not _is_number(iat) or iat - self._skew > now:
+            raise InvalidToken("issued-at missing or in the future")
+        nbf = claims.get("nbf")
+        if nbf is not None and (not _is_number(nbf) or nbf - self._skew > now):
+            raise InvalidToken("token not yet valid")
+
+    def _check_issuer_subject(self, claims: Claims) -> None:
+        if claims.get("iss") != self._issuer:
+            raise InvalidToken("issuer mismatch")
+        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+            raise InvalidToken("subject missing")
+
+    async def id_token(self, raw: str, *, nonce: str | None, access_token: str | None = None,
+                       code: str | None = None, require_at_hash: bool = False,
+                       require_c_hash: bool = False) -> Claims:
+        alg, claims = await self._decode(raw, self._id_algs)
+        self._check_issuer_subject(claims)
+        aud = claims.get("aud")
+        audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if self._client_id not in audiences:
+            raise InvalidToken("audience mismatch")
+        # OIDC Core §3.1.3.7 (4)-(5): several audiences need azp == client_id.
+        if (len(audiences) > 1 or "azp" in claims) and claims.get("azp") != self._client_id:
+            raise InvalidToken("authorized party mismatch")
+        self._check_time(claims, require_iat=True)
+        if nonce is not None:
+            got = claims.get("nonce")
+            if not isinstance(got, str) or not hmac.compare_digest(got, nonce):
+                raise InvalidToken("nonce mismatch")
+        _check_hash(claims, "at_hash", access_token, alg, required=require_at_hash)
+        _check_hash(claims, "c_hash", code, alg, required=require_c_hash)
+        return claims
+
+    async def bearer(self, raw: str) -> Claims:
+        """A JWT access token presented by an API client (RFC 9068 §4)."""
+        _, claims = await self._decode(raw, self._bearer_algs)
+        self._check_issuer_subject(claims)
+        aud = claims.get("aud")
+        audiences = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
+        if not audiences & self._bearer_audiences:
+            raise InvalidToken("audience mismatch")
+        self._check_time(claims, require_iat=False)
+        return claims
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_hash(claims: Claims, name: str, value: str | None, alg: str, *, required: bool) -> None:
+    got = claims.get(name)
+    if got is None:
+        if required:
+            raise InvalidToken(f"{name} missing")
+        return
+    if value is None:
+        return  # nothing to compare with in this flow
+    if not isinstance(got, str) or not hmac.compare_digest(got, token_hash(value, alg)):
+        raise InvalidToken(f"{name} mismatch")
