@@ -1,0 +1,60 @@
+"""SessionAuthenticator: session cookie → Session (from the store) → Identity.
+
+Trusts only a cookie whose signature verifies and whose id names a live session record. A missing,
+tampered or unknown cookie, or a session past its absolute `lifetime` or `idle_timeout`, reads as
+"not logged in" (None), never as an error. The idle deadline slides with at most one store write per
+`touch_interval` per session, so the hot path is one read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from aiohttp import web
+
+from gateway.auth.identity import Identity
+from gateway.config import SessionSettings
+from gateway.session.cookie import SignedCookie
+from gateway.session.model import Session
+from gateway.session.store import SessionStore
+
+__all__ = ["SessionAuthenticator"]
+
+
+class SessionAuthenticator:
+    def __init__(self, store: SessionStore, cookie: SignedCookie, settings: SessionSettings, *,
+                 clock: Callable[[], float], touch_interval: float = 60.0) -> None:
+        self._store = store
+        self._cookie = cookie
+        self._lifetime = settings.lifetime
+        self._idle = settings.idle_timeout
+        self._clock = clock
+        self._touch_interval = min(touch_interval, settings.idle_timeout / 2)
+
+    def ttl(self, session: Session, now: float) -> float:
+        return session.ttl(now, lifetime=self._lifetime, idle_timeout=self._idle)
+
+    async def load(self, request: web.Request) -> tuple[str, Session] | None:
+        """The live session of this request's cookie, its idle deadline slid when due; else None."""
+        sid = self._cookie.read(request)
+        if sid is None:
+            return None
+        session = await self._store.get(sid)
+        if session is None:
+            return None
+        now = self._clock()
+        if self.ttl(session, now) <= 0:
+            await self._store.delete(sid)
+            return None
+        if now - session.last_seen >= self._touch_interval:
+            session = dataclasses.replace(session, last_seen=now)
+            await self._store.put(sid, session, ttl=self.ttl(session, now))
+        return sid, session
+
+    async def authenticate(self, request: web.Request) -> Identity | None:
+        loaded = await self.load(request)
+        if loaded is None:
+            return None
+        session = loaded[1]
+        return Identity.from_claims({**session.claims, "sub": session.sub}, session.access_token)

@@ -1,0 +1,170 @@
+"""The browser login flow: /oauth2/start, /oauth2/callback (GET and POST), /oauth2/sign_out.
+
+Trusts: a callback only when its `state` names a pending login in the store (single-use: consumed
+on first sight, 10-minute TTL) that was started by this very browser (the login-binding cookie's
+hash is stored with the state), when `iss`, if sent, is our issuer (RFC 9207), and when the code
+exchange returns an ID token that verifies with this login's nonce. Rejects everything else with a
+LoginError page (400): unknown, reused or foreign state, an OP error response, a bad ID token, a
+userinfo `sub` that differs. Each successful login gets a fresh session id (no fixation) and the
+previous session, if any, is deleted. Return paths go through safe_return_path (no open redirects).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable
+
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from gateway.auth.cookie_session import SessionAuthenticator
+from gateway.auth.redirect import safe_return_path
+from gateway.config import Settings
+from gateway.errors import InvalidToken, LoginError, ProviderError
+from gateway.oidc.client import OIDCClient, TokenSet
+from gateway.oidc.verify import Claims
+from gateway.session.cookie import SignedCookie
+from gateway.session.model import PendingLogin, Session
+from gateway.session.store import SessionStore
+
+__all__ = ["LoginFlow"]
+
+log = logging.getLogger(__name__)
+
+_OAUTH_ERROR_CODE = re.compile(r"^[a-z_]{1,64}$")
+
+
+def _binding_hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class LoginFlow:
+    def __init__(self, settings: Settings, client: OIDCClient, store: SessionStore,
+                 sessions: SessionAuthenticator, session_cookie: SignedCookie, login_cookie: SignedCookie, *,
+                 clock: Callable[[], float], on_login: Callable[[str, str], None] | None = None) -> None:
+        self._settings = settings
+        self._client = client
+        self._store = store
+        self._sessions = sessions
+        self._session_cookie = session_cookie
+        self._login_cookie = login_cookie
+        self._clock = clock
+        self._on_login = on_login or (lambda outcome, reason: None)
+
+    async def begin(self, request: web.Request, rd: str) -> web.StreamResponse:
+        """Remember a new login (state, nonce, PKCE verifier, return path) and send the browser to the OP."""
+        auth_request = self._client.new_auth_request(safe_return_path(rd))
+        location = self._client.authorization_url(auth_request)  # raises ProviderUnavailable first
+        binding = self._login_cookie.read(request) or self._login_cookie.new_id()
+        pending = PendingLogin(request=auth_request, binding=_binding_hash(binding), created_at=self._clock())
+        await self._store.put_login(auth_request.state, pending, ttl=self._settings.session.login_timeout)
+        response = web.Response(status=302, headers={"Location": str(location), "Cache-Control": "no-store"})
+        self._login_cookie.set(response, binding)
+        return response
+
+    async def start(self, request: web.Request) -> web.StreamResponse:
+        return await self.begin(request, request.query.get("rd", "/"))
+
+    async def callback(self, request: web.Request) -> web.StreamResponse:
+        params: MultiDictProxy[str] | MultiDictProxy[str | bytes | web.FileField]
+        params = await request.post() if request.method == "POST" else request.query
+        try:
+            return await self._complete(request, params)
+        except LoginError as exc:
+            self._on_login("failure", exc.detail)
+            raise
+        except InvalidToken as exc:
+            self._on_login("failure", "invalid_id_token")
+            log.warning("login rejected: ID token invalid (%s)", exc.detail)
+            raise LoginError("The identity provider's response could not be verified.") from None
+
+    async def _complete(self, request: web.Request,
+                        params: MultiDictProxy[str] | MultiDictProxy[str | bytes | web.FileField]) -> web.Response:
+        state = _single(params, "state")
+        if state is None:
+            raise LoginError("The login response has no state. Please start again.")
+        pending = await self._store.take_login(state)
+        if pending is None:
+            log.warning("login rejected: unknown, expired or reused state")
+            raise LoginError("This login link is unknown, expired or was already used. Please start again.")
+        binding = self._login_cookie.read(request)
+        if binding is None or _binding_hash(binding) != pending.binding:
+            log.warning("login rejected: state not bound to this browser")
+            raise LoginError("This login was started in another browser. Please start again.")
+        iss = _single(params, "iss")
+        if iss is not None and iss != self._settings.oidc.issuer:
+            log.warning("login rejected: iss parameter mismatch (RFC 9207)")
+            raise LoginError("The login response came from an unexpected identity provider.")
+        error = _single(params, "error")
+        if error is not None:
+            code = error if _OAUTH_ERROR_CODE.match(error) else "invalid_error"
+            log.warning("login rejected: the OP answered error=%s", code)
+            if code == "access_denied":
+                raise LoginError("The sign-in was cancelled or access was denied at the identity provider.")
+            raise LoginError(f"The identity provider answered with the error “{code}”.")
+        code_value = _single(params, "code")
+        if code_value is None:
+            raise LoginError("The login response has no authorization code.")
+        try:
+            tokens = await self._client.exchange_code(code_value, pending.request)
+        except ProviderError as exc:
+            log.warning("login rejected: token exchange failed (error=%s)", exc.error)
+            raise LoginError("The identity provider did not accept the login. Please start again.") from None
+        claims = tokens.claims
+        if self._settings.oidc.use_userinfo and tokens.access_token:
+            userinfo = await self._client.userinfo(tokens.access_token, expected_sub=claims["sub"])
+        else:
+            userinfo = {}
+        return await self._open_session(request, pending, tokens, userinfo)
+
+    async def _open_session(self, request: web.Request, pending: PendingLogin, tokens: TokenSet,
+                            userinfo: Claims) -> web.Response:
+        now = self._clock()
+        claims = tokens.claims
+        op_sid = claims.get("sid")
+        session = Session(
+            sub=str(claims["sub"]), iss=str(claims["iss"]), created_at=now, last_seen=now,
+            claims=Session.identity_claims(claims, userinfo), access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token, id_token=tokens.id_token, expires_at=tokens.expires_at,
+            op_sid=op_sid if isinstance(op_sid, str) else None,
+        )
+        old_sid = self._session_cookie.read(request)
+        if old_sid is not None:
+            await self._store.delete(old_sid)
+        sid = self._session_cookie.new_id()  # a fresh id at every login: no session fixation
+        await self._store.put(sid, session, ttl=self._sessions.ttl(session, now))
+        response = web.Response(status=302, headers={"Location": safe_return_path(pending.request.rd),
+                                                     "Cache-Control": "no-store"})
+        self._session_cookie.set(response, sid)
+        self._on_login("success", "")
+        log.info("login succeeded", extra={"sub": session.sub})
+        return response
+
+    async def sign_out(self, request: web.Request) -> web.StreamResponse:
+        """End the local session, then RP-initiated logout at the OP when it has an end_session_endpoint."""
+        rd = safe_return_path(request.query.get("rd"))
+        loaded = await self._sessions.load(request)
+        id_token = None
+        if loaded is not None:
+            sid, session = loaded
+            id_token = session.id_token
+            await self._store.delete(sid)
+        post_logout = self._settings.oidc.post_logout_redirect_url or f"{self._settings.public_url}{rd}"
+        end_session = self._client.end_session_url(id_token=id_token, post_logout_redirect=post_logout,
+                                                   state=self._session_cookie.new_id())
+        location = str(end_session) if end_session is not None else rd
+        response = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+        self._session_cookie.clear(response)
+        return response
+
+
+def _single(params: MultiDictProxy[str] | MultiDictProxy[str | bytes | web.FileField], name: str) -> str | None:
+    """The parameter's one value; a repeated parameter is an error (RFC 6749 §3.1)."""
+    values = params.getall(name, [])
+    if not values:
+        return None
+    if len(values) > 1 or not isinstance(values[0], str) or not values[0]:
+        raise LoginError("The login response is malformed.")
+    return values[0]

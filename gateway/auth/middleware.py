@@ -1,0 +1,66 @@
+"""auth_middleware: every proxied request is authenticated and authorised before it is forwarded.
+
+Applies to the proxy route only (the gateway's own endpoints authenticate themselves). Public paths
+pass without identity. Otherwise the authenticators are asked in order; the first Identity wins, and a
+present-but-bad credential raises (401). With no credential, a browser navigation (GET/HEAD accepting
+text/html) is sent to the OP to log in, returning to this very path afterwards; anything else gets
+401 + `WWW-Authenticate: Bearer`. The policy then allows or raises Forbidden (403).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway.auth.identity import IDENTITY, Identity
+from gateway.auth.policy import AccessPolicy
+from gateway.errors import Unauthenticated
+
+__all__ = ["PROXY_ROUTE", "Authenticator", "auth_middleware", "authenticate", "is_browser_navigation",
+           "wants_html"]
+
+PROXY_ROUTE = "proxy"
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, request: web.Request) -> Identity | None: ...
+
+
+def wants_html(request: web.Request) -> bool:
+    return "text/html" in request.headers.get("Accept", "")
+
+
+def is_browser_navigation(request: web.Request) -> bool:
+    return request.method in ("GET", "HEAD") and wants_html(request)
+
+
+async def authenticate(request: web.Request, authenticators: Sequence[Authenticator]) -> Identity | None:
+    for authenticator in authenticators:
+        identity = await authenticator.authenticate(request)
+        if identity is not None:
+            return identity
+    return None
+
+
+StartLogin = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
+
+
+def auth_middleware(authenticators: Sequence[Authenticator], policy: AccessPolicy,
+                    start_login: StartLogin) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.match_info.route.name != PROXY_ROUTE or policy.is_public(request.path):
+            return await handler(request)
+        identity = await authenticate(request, authenticators)
+        if identity is None:
+            if is_browser_navigation(request):
+                return await start_login(request, request.raw_path)
+            raise Unauthenticated()
+        policy.check(identity)
+        request[IDENTITY] = identity
+        return await handler(request)
+
+    return middleware

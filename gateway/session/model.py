@@ -1,0 +1,65 @@
+"""Session and PendingLogin records and their JSON (de)serialisation. Pure values, no I/O."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from gateway.oidc.client import AuthRequest
+
+__all__ = ["PendingLogin", "Session"]
+
+# ID-token claims that describe the token, not the user: not kept as identity claims.
+_TECHNICAL_CLAIMS = frozenset({"aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp", "auth_time",
+                               "jti", "acr", "amr", "sid", "s_hash"})
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    sub: str
+    iss: str
+    created_at: float
+    last_seen: float
+    claims: dict[str, Any] = field(default_factory=dict)
+    access_token: str | None = field(default=None, repr=False)
+    refresh_token: str | None = field(default=None, repr=False)
+    id_token: str | None = field(default=None, repr=False)
+    expires_at: float | None = None  # of the access token
+    op_sid: str | None = None  # the OP's `sid` claim, for back-channel logout
+
+    @staticmethod
+    def identity_claims(*claim_sets: dict[str, Any]) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for claims in claim_sets:
+            merged.update({k: v for k, v in claims.items() if k not in _TECHNICAL_CLAIMS})
+        return merged
+
+    def ttl(self, now: float, *, lifetime: float, idle_timeout: float) -> float:
+        """Seconds this session may still live: the earlier of the absolute and the idle limit."""
+        return min(self.created_at + lifetime - now, self.last_seen + idle_timeout - now)
+
+    def dumps(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def loads(cls, raw: bytes | str) -> Session:
+        return cls(**json.loads(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLogin:
+    """A login in progress, stored under its `state` until the callback consumes it once."""
+
+    request: AuthRequest
+    binding: str  # SHA-256 hex of the browser-binding cookie value that started this login
+    created_at: float
+
+    def dumps(self) -> bytes:
+        return json.dumps({"request": asdict(self.request), "binding": self.binding,
+                           "created_at": self.created_at}, separators=(",", ":")).encode()
+
+    @classmethod
+    def loads(cls, raw: bytes | str) -> PendingLogin:
+        data = json.loads(raw)
+        return cls(request=AuthRequest(**data["request"]), binding=data["binding"], created_at=data["created_at"])
