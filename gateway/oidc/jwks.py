@@ -63,13 +63,18 @@ class KeySet:
                     if resp.status != 200:
                         raise ValueError(f"HTTP {resp.status}")
                     document = json.loads(await resp.read())
-                keys = self._parse(document)
+                self.load(document)
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 log.error("JWKS fetch from %s failed (%s); keeping %d cached key(s)",
                           uri, type(exc).__name__, len(self._keys))
                 return False
-            self._keys = keys
             return True
+
+    def load(self, document: Any) -> None:
+        """Replace the cached keys with those of a JWK set document (ValueError when it is not one)."""
+        self._keys = self._parse(document)
+        if self._fetched_at is None:
+            self._fetched_at = self._clock()
 
     @staticmethod
     def _parse(document: Any) -> list[tuple[str | None, dict[str, Any], jwt.PyJWK]]:

@@ -1,0 +1,219 @@
+"""create_app(settings): the only place that constructs objects and wires them together.
+
+Long-lived resources are opened and closed by one cleanup_ctx generator each: the OP HTTP client,
+the upstream HTTP client (pooled keep-alive), the session store (Redis pool), and the provider
+metadata (+ JWKS warm-up, with a background retry task while the OP is unreachable). The request
+path: error_middleware → metrics → auth_middleware (proxy route only) → handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from redis.asyncio import Redis
+
+from gateway.auth.bearer import BearerAuthenticator
+from gateway.auth.cookie_session import SessionAuthenticator
+from gateway.auth.flow import LoginFlow
+from gateway.auth.middleware import PROXY_ROUTE, Authenticator, auth_middleware
+from gateway.auth.policy import AccessPolicy
+from gateway.config import Settings
+from gateway.oidc.client import OIDCClient
+from gateway.oidc.jwks import KeySet
+from gateway.oidc.metadata import ProviderState
+from gateway.oidc.verify import TokenVerifier
+from gateway.proxy.forward import Forwarder, identity_headers, upstream_client_session
+from gateway.proxy.routes import UpstreamTable
+from gateway.session.cookie import SignedCookie, derive_key
+from gateway.session.redis import RedisStore
+from gateway.session.store import MemoryStore, SessionStore
+from gateway.web.errors import error_middleware
+from gateway.web.observability import AccessLogger, Metrics
+from gateway.web.ops import OpsHandlers
+
+__all__ = ["COMPONENTS", "SETTINGS", "Components", "create_app", "run_gateway"]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+@dataclass(slots=True)
+class Components:
+    """Everything a request needs, built once at start-up."""
+
+    provider: ProviderState
+    keys: KeySet
+    store: SessionStore
+    flow: LoginFlow
+    forwarder: Forwarder
+    ops: OpsHandlers
+    auth: Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)
+METRICS = web.AppKey("metrics", Metrics)
+OP_HTTP = web.AppKey("op_http", aiohttp.ClientSession)
+UPSTREAM_HTTP = web.AppKey("upstream_http", aiohttp.ClientSession)
+STORE = web.AppKey("store", SessionStore)  # type: ignore[type-abstract]
+PROVIDER = web.AppKey("provider", ProviderState)
+KEYS = web.AppKey("keys", KeySet)
+COMPONENTS = web.AppKey("components", Components)
+
+
+async def _op_http(app: web.Application) -> AsyncIterator[None]:
+    timeout = aiohttp.ClientTimeout(total=app[SETTINGS].oidc.http_timeout)
+    async with aiohttp.ClientSession(timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(),
+                                     headers={"User-Agent": "oidc-gateway"}) as http:
+        app[OP_HTTP] = http
+        yield
+
+
+async def _upstream_http(app: web.Application) -> AsyncIterator[None]:
+    http = upstream_client_session()
+    app[UPSTREAM_HTTP] = http
+    yield
+    await http.close()
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS].session
+    if settings.store == "memory":
+        app[STORE] = MemoryStore(app[CLOCK])
+        yield
+        return
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    redis = Redis.from_url(settings.redis_url or "", password=password, socket_timeout=2.0,
+                           socket_connect_timeout=2.0, health_check_interval=30)
+    app[STORE] = RedisStore(redis, prefix=settings.key_prefix)
+    try:
+        await app[STORE].ping()
+    except Exception:  # noqa: BLE001 - logged by the store; the gateway starts and /readyz says unready
+        log.error("session store unreachable at start-up; /readyz reports unready until it answers")
+    yield
+    await redis.aclose()
+
+
+async def _provider(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    provider = ProviderState(app[OP_HTTP], settings.oidc)
+    keys = KeySet(app[OP_HTTP], lambda: provider.metadata.jwks_uri if provider.metadata else None,
+                  min_refresh_interval=settings.oidc.jwks_min_refresh_interval, clock=app[CLOCK])
+    app[PROVIDER], app[KEYS] = provider, keys
+
+    async def load_keys() -> None:
+        if provider.require().jwks_uri is not None:
+            await keys.refresh(force=True)
+
+    async def retry_until_loaded() -> None:
+        await provider.run()
+        await load_keys()
+
+    # One bounded attempt before serving; while the OP is wrong or down, retry in the background.
+    task: asyncio.Task[None] | None = None
+    if await provider.load_once():
+        await load_keys()
+    else:
+        task = asyncio.create_task(retry_until_loaded())
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _components(app: web.Application) -> AsyncIterator[None]:
+    settings, clock, provider, keys, store = app[SETTINGS], app[CLOCK], app[PROVIDER], app[KEYS], app[STORE]
+    secret = settings.session.cookie_secret.get_secret_value().encode()
+    session_cookie = SignedCookie(settings.session.cookie_name, derive_key(secret, "session-cookie"),
+                                  secure=settings.session.cookie_secure, max_age=settings.session.lifetime,
+                                  domain=settings.session.cookie_domain)
+    form_post = settings.oidc.response_mode == "form_post"
+    # form_post callbacks are cross-site POSTs: a Lax cookie would not come along (RFC 6265bis §5.4.7).
+    login_samesite = ("None" if settings.session.cookie_secure else None) if form_post else "Lax"
+    login_cookie = SignedCookie(f"{settings.session.cookie_name}_login", derive_key(secret, "login-binding"),
+                                secure=settings.session.cookie_secure, max_age=settings.session.login_timeout,
+                                path="/oauth2", domain=settings.session.cookie_domain,
+                                samesite=login_samesite)  # type: ignore[arg-type]
+    verifier = TokenVerifier(
+        issuer=settings.oidc.issuer, client_id=settings.oidc.client_id,
+        client_secret=settings.oidc.client_secret.get_secret_value() if settings.oidc.client_secret else None,
+        id_token_algs=settings.oidc.id_token_signing_algs, bearer_algs=settings.access.bearer.algorithms,
+        bearer_audiences=settings.bearer_audiences, keys=keys, clock_skew=settings.oidc.clock_skew, clock=clock)
+    client = OIDCClient(settings.oidc, provider, verifier, app[OP_HTTP], redirect_uri=settings.redirect_uri,
+                        clock=clock)
+    sessions = SessionAuthenticator(store, session_cookie, settings.session, clock=clock)
+    # A live session wins: a browser's own Authorization header is then replaced, never trusted.
+    authenticators: list[Authenticator] = [sessions]
+    if settings.access.bearer.enabled:
+        authenticators.append(BearerAuthenticator(verifier))
+    policy = AccessPolicy(settings.access)
+    flow = LoginFlow(settings, client, store, sessions, session_cookie, login_cookie, clock=clock,
+                     on_login=app[METRICS].record_login)
+    forwarder = Forwarder(UpstreamTable(settings.upstreams), app[UPSTREAM_HTTP],
+                          cookie_names=frozenset({session_cookie.name, login_cookie.name}),
+                          forwarded_proto=settings.public_url.partition(":")[0])
+    ops = OpsHandlers(provider, store, app[METRICS], authenticators, policy, identity_headers)
+    app[COMPONENTS] = Components(provider=provider, keys=keys, store=store, flow=flow, forwarder=forwarder,
+                                 ops=ops, auth=auth_middleware(authenticators, policy, flow.begin))
+    yield
+
+
+def _delegate(pick: Callable[[Components], Handler]) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await pick(request.app[COMPONENTS])(request)
+
+    return handler
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    return await request.app[COMPONENTS].auth(request, handler)
+
+
+async def _not_found(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPNotFound()  # /oauth2/ is the gateway's own namespace: never proxied
+
+
+def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Application:
+    metrics = Metrics()
+    app = web.Application(middlewares=[error_middleware, metrics.middleware(), _auth],
+                          client_max_size=settings.max_body_size or 2**63)
+    app[SETTINGS], app[CLOCK], app[METRICS] = settings, clock, metrics
+    app.cleanup_ctx.extend([_op_http, _upstream_http, _store, _provider, _components])
+    router = app.router
+    router.add_get("/healthz", _delegate(lambda c: c.ops.healthz), name="healthz")
+    router.add_get("/readyz", _delegate(lambda c: c.ops.readyz), name="readyz")
+    router.add_get("/metrics", _delegate(lambda c: c.ops.metrics), name="metrics")
+    router.add_get("/oauth2/start", _delegate(lambda c: c.flow.start), name="start")
+    router.add_route("GET", "/oauth2/callback", _delegate(lambda c: c.flow.callback), name="callback")
+    router.add_route("POST", "/oauth2/callback", _delegate(lambda c: c.flow.callback), name="callback_post")
+    router.add_route("GET", "/oauth2/sign_out", _delegate(lambda c: c.flow.sign_out), name="sign_out")
+    router.add_route("POST", "/oauth2/sign_out", _delegate(lambda c: c.flow.sign_out), name="sign_out_post")
+    router.add_get("/oauth2/userinfo", _delegate(lambda c: c.ops.userinfo), name="userinfo")
+    router.add_get("/oauth2/auth", _delegate(lambda c: c.ops.forward_auth), name="auth")
+    router.add_route("*", "/oauth2/{tail:[\\s\\S]*}", _not_found, name="oauth2_unknown")
+    router.add_route("*", "/{tail:[\\s\\S]*}", _delegate(lambda c: c.forwarder), name=PROXY_ROUTE)
+    return app
+
+
+def run_gateway(settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM; in-flight requests get `shutdown_timeout` to finish."""
+    try:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover - uvloop is optional on exotic platforms
+        loop = asyncio.new_event_loop()
+    web.run_app(create_app(settings), loop=loop, host=settings.listen_host, port=settings.listen_port,
+                shutdown_timeout=settings.shutdown_timeout, access_log_class=AccessLogger,
+                access_log=logging.getLogger("gateway.access"), print=None, handle_signals=True)

@@ -1,0 +1,148 @@
+"""Shared fixtures: settings_factory, a clock, a real Redis (own key prefix), the real OP, gateways.
+
+Redis: REDIS_URL (default redis://127.0.0.1:6379/0); each test gets a unique key prefix and deletes
+only its own keys. The OP: tests/op/server.js (node oidc-provider), one per test session.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+import redis
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.config import Settings, settings_from_mapping
+
+pytest_plugins = ["tests.support.op_plugin"]
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+COOKIE_SECRET = "test-cookie-secret-0123456789abcdef0123456789"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class FakeClock:
+    """Real time plus an offset that tests move forward; tokens from the real OP stay valid."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    prefix = f"oidc-gateway-test:{uuid.uuid4().hex}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_client(redis_prefix: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def settings_factory(redis_prefix: str) -> Callable[..., Settings]:
+    """Settings with the interface.md minimal shape; keyword overrides are deep-merged sections."""
+
+    def make(**overrides: Any) -> Settings:
+        base: dict[str, Any] = {
+            "listen": "127.0.0.1:4180",
+            "public_url": "http://127.0.0.1:4180",
+            "oidc": {"issuer": "http://127.0.0.1:9", "client_id": "gateway",
+                     "client_secret": "gateway-secret-0123456789abcdef",
+                     "scopes": ["openid", "profile", "email", "offline_access"]},
+            "session": {"store": "redis", "redis_url": REDIS_URL, "key_prefix": redis_prefix,
+                        "cookie_secret": COOKIE_SECRET, "cookie_secure": False},
+            "upstreams": [{"path": "/", "url": "http://127.0.0.1:9"}],
+        }
+        return settings_from_mapping(deep_merge(base, overrides), environ={})
+
+    return make
+
+
+@pytest.fixture
+async def echo_upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> str:
+    from tests.fakes.echo import echo_app  # the proxy's own fake upstream
+
+    server = await aiohttp_server(echo_app())
+    return str(server.make_url("")).rstrip("/")
+
+
+@dataclass
+class Gateway:
+    client: TestClient
+    url: str
+    settings: Settings
+
+    def browser(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+@pytest.fixture
+async def gateway_factory(settings_factory: Callable[..., Settings], op: Any, echo_upstream: str,
+                          clock: FakeClock) -> AsyncIterator[Callable[..., Awaitable[Gateway]]]:
+    """Start a gateway on a known port (its public_url must match the redirect_uri) in front of echo."""
+    started: list[TestClient] = []
+
+    async def make(client_id: str = "gateway", **overrides: Any) -> Gateway:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        oidc = {"issuer": op.issuer, "client_id": client_id, "client_secret": op.clients.get(client_id)}
+        if op.clients.get(client_id) is None:
+            oidc["token_endpoint_auth_method"] = "none"
+        merged = deep_merge({"listen": f"127.0.0.1:{port}", "public_url": url, "oidc": oidc,
+                             "upstreams": [{"path": "/", "url": echo_upstream}]}, overrides)
+        settings = settings_factory(**merged)
+        from gateway.app import create_app
+
+        app: web.Application = create_app(settings, clock=clock)
+        client = TestClient(TestServer(app, host="127.0.0.1", port=port))
+        await client.start_server()
+        started.append(client)
+        return Gateway(client=client, url=url, settings=settings)
+
+    yield make
+    for client in started:
+        await client.close()

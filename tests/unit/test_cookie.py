@@ -1,0 +1,34 @@
+"""Signed cookie values: unguessable ids, tamper detection, no cross-cookie replay."""
+
+from gateway.session.cookie import SignedCookie, derive_key
+
+KEY = derive_key(b"x" * 32, "session-cookie")
+
+
+def make(name: str = "_oidc_gateway", key: bytes = KEY) -> SignedCookie:
+    return SignedCookie(name, key, secure=True, max_age=3600)
+
+
+def test_round_trip_and_fresh_ids() -> None:
+    cookie = make()
+    ident = cookie.new_id()
+    assert len(ident) >= 43 and ident != cookie.new_id()
+    assert cookie.decode(cookie.encode(ident)) == ident
+
+
+def test_tampered_values_read_as_no_cookie() -> None:
+    cookie = make()
+    value = cookie.encode(cookie.new_id())
+    ident, _, mac = value.rpartition(".")
+    assert cookie.decode(ident) is None
+    assert cookie.decode(ident + "." + mac[:-1] + ("A" if mac[-1] != "A" else "B")) is None
+    assert cookie.decode("A" + value[1:]) is None
+    assert cookie.decode("") is None and cookie.decode(None) is None
+    assert cookie.decode(value + "x" * 300) is None
+
+
+def test_other_key_or_other_cookie_name_does_not_verify() -> None:
+    value = make().encode("some-id")
+    assert make(key=derive_key(b"y" * 32, "session-cookie")).decode(value) is None
+    assert make(name="_oidc_gateway_login").decode(value) is None
+    assert derive_key(b"x" * 32, "a") != derive_key(b"x" * 32, "b")
