@@ -22,6 +22,7 @@ __all__ = ["main"]
 
 CONFIG_ENV = "OIDC_GATEWAY_CONFIG"
 EXIT_OK = 0
+EXIT_FAILURE = 1
 EXIT_USAGE = 2  # argparse's own code for usage errors; also used for an invalid configuration
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -84,4 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_gateway(settings)
     except KeyboardInterrupt:
         pass
+    except OSError as exc:  # e.g. the port is taken: say so plainly, no traceback
+        print(f"oidc-gateway: cannot serve on {settings.listen}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
