@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -39,11 +40,15 @@ from gateway.web.errors import error_middleware
 from gateway.web.observability import AccessLogger, Metrics
 from gateway.web.ops import OpsHandlers
 
-__all__ = ["COMPONENTS", "SETTINGS", "Components", "create_app", "run_gateway"]
+__all__ = ["COMPONENTS", "SERVER_OPTIONS", "SETTINGS", "Components", "create_app", "run_gateway"]
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+
+# How the server must run: request bodies reach the forwarder exactly as sent (a gzip body is
+# forwarded still gzipped, with its own Content-Encoding and Content-Length).
+SERVER_OPTIONS: dict[str, Any] = {"auto_decompress": False}
 
 
 @dataclass(slots=True)
@@ -161,7 +166,8 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
                      on_login=app[METRICS].record_login)
     forwarder = Forwarder(UpstreamTable(settings.upstreams), app[UPSTREAM_HTTP],
                           cookie_names=frozenset({session_cookie.name, login_cookie.name}),
-                          forwarded_proto=settings.public_url.partition(":")[0])
+                          forwarded_proto=settings.public_url.partition(":")[0],
+                          max_body_size=settings.max_body_size)
     ops = OpsHandlers(provider, store, app[METRICS], authenticators, policy, identity_headers)
     app[COMPONENTS] = Components(provider=provider, keys=keys, store=store, flow=flow, forwarder=forwarder,
                                  ops=ops, auth=auth_middleware(authenticators, policy, flow.begin))
@@ -216,4 +222,5 @@ def run_gateway(settings: Settings) -> None:
         loop = asyncio.new_event_loop()
     web.run_app(create_app(settings), loop=loop, host=settings.listen_host, port=settings.listen_port,
                 shutdown_timeout=settings.shutdown_timeout, access_log_class=AccessLogger,
-                access_log=logging.getLogger("gateway.access"), print=None, handle_signals=True)
+                access_log=logging.getLogger("gateway.access"), print=None, handle_signals=True,
+                **SERVER_OPTIONS)

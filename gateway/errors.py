@@ -9,6 +9,7 @@
       ProviderError(502, "provider_error")      .error = OAuth code; compare codes, not text
       ProviderUnavailable(503, "provider_unavailable")  OP metadata not loaded / OP unreachable
       StoreUnavailable(503, "store_unavailable")
+      PayloadTooLarge(413, "payload_too_large")  request body over max_body_size
       UpstreamError(502, "bad_gateway")
         UpstreamTimeout(504, "gateway_timeout")
 
@@ -27,6 +28,7 @@ __all__ = [
     "GatewayError",
     "InvalidToken",
     "LoginError",
+    "PayloadTooLarge",
     "ProviderError",
     "ProviderUnavailable",
     "StoreUnavailable",
@@ -100,6 +102,12 @@ class StoreUnavailable(GatewayError):
     status = 503
     code = "store_unavailable"
     default_detail = "The session store is unavailable. Please try again shortly."
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    code = "payload_too_large"
+    default_detail = "The request body is larger than this gateway accepts."
 
 
 class UpstreamError(GatewayError):

@@ -102,12 +102,24 @@ def settings_factory(redis_prefix: str) -> Callable[..., Settings]:
     return make
 
 
-@pytest.fixture
-async def echo_upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> str:
-    from tests.fakes.echo import echo_app  # the proxy's own fake upstream
+class GatewayServer(TestServer):
+    """A TestServer that serves the app the way run_gateway does (gateway.app.SERVER_OPTIONS)."""
 
-    server = await aiohttp_server(echo_app())
-    return str(server.make_url("")).rstrip("/")
+    async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
+        from gateway.app import SERVER_OPTIONS
+
+        return web.AppRunner(self.app, **{**kwargs, **SERVER_OPTIONS})
+
+
+@pytest.fixture
+async def echo_upstream() -> AsyncIterator[str]:
+    """The echo upstream, reading bodies as sent (no decompression), so tests see the wire bytes."""
+    from tests.fakes.echo import echo_app
+
+    server = GatewayServer(echo_app(), host="127.0.0.1")
+    await server.start_server()
+    yield str(server.make_url("")).rstrip("/")
+    await server.close()
 
 
 @dataclass
@@ -138,7 +150,7 @@ async def gateway_factory(settings_factory: Callable[..., Settings], op: Any, ec
         from gateway.app import create_app
 
         app: web.Application = create_app(settings, clock=clock)
-        client = TestClient(TestServer(app, host="127.0.0.1", port=port))
+        client = TestClient(GatewayServer(app, host="127.0.0.1", port=port))
         await client.start_server()
         started.append(client)
         return Gateway(client=client, url=url, settings=settings)

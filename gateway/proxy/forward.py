@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
 import aiohttp
 from aiohttp import WSMsgType, hdrs, web
@@ -43,7 +43,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway.auth.identity import IDENTITY, Identity
-from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.errors import PayloadTooLarge, UpstreamError, UpstreamTimeout
 from gateway.proxy.routes import Route, UpstreamTable
 
 __all__ = [
@@ -274,11 +274,12 @@ class Forwarder:
     """The proxy handler: `await forwarder(request)` streams `request` to its upstream."""
 
     def __init__(self, routes: UpstreamTable, http: aiohttp.ClientSession, *,
-                 cookie_names: frozenset[str], forwarded_proto: str) -> None:
+                 cookie_names: frozenset[str], forwarded_proto: str, max_body_size: int = 0) -> None:
         self._routes = routes
         self._http = http
         self._cookie_names = frozenset(cookie_names)
         self._proto = forwarded_proto
+        self._max_body = max_body_size  # 0: unlimited
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         route = self._routes.match(request.path)
@@ -295,15 +296,17 @@ class Forwarder:
         url = route.url_for(request.rel_url.raw_path, request.rel_url.raw_query_string)
         if websocket:
             return await self._websocket(request, route, url, headers)
+        body = self._body(request)
         try:
             upstream = await self._http.request(
-                request.method, url, headers=headers, allow_redirects=False, timeout=route.timeout,
-                data=request.content if request.body_exists else None,
+                request.method, url, headers=headers, allow_redirects=False, timeout=route.timeout, data=body,
             )
-        except TimeoutError as exc:  # aiohttp's connect/read timeouts are TimeoutError subclasses
-            log.error("upstream timed out", extra={"upstream": route.upstream.path})
-            raise UpstreamTimeout() from exc
-        except aiohttp.ClientError as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:  # aiohttp's timeouts are TimeoutErrors
+            if isinstance(body, _LimitedBody) and body.exceeded:
+                raise PayloadTooLarge() from exc
+            if isinstance(exc, TimeoutError):
+                log.error("upstream timed out", extra={"upstream": route.upstream.path})
+                raise UpstreamTimeout() from exc
             log.error("upstream unreachable: %s", type(exc).__name__, extra={"upstream": route.upstream.path})
             raise UpstreamError() from exc
         try:
@@ -312,6 +315,17 @@ class Forwarder:
             # After a complete body this returns the connection to the pool; otherwise the
             # connection is closed (aiohttp never reuses one with unread payload).
             upstream.release()
+
+    def _body(self, request: web.Request) -> aiohttp.StreamReader | _LimitedBody | None:
+        if not request.body_exists:
+            return None
+        if not self._max_body:
+            return request.content
+        if request.content_length is not None:
+            if request.content_length > self._max_body:
+                raise PayloadTooLarge()
+            return request.content
+        return _LimitedBody(request.content, self._max_body)
 
     async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse,
                      route: Route) -> web.StreamResponse:
@@ -373,6 +387,24 @@ class Forwarder:
             return client
         finally:
             await upstream.close()
+
+
+class _LimitedBody:
+    """A chunked request body, cut off (and flagged) once it crosses max_body_size."""
+
+    def __init__(self, content: aiohttp.StreamReader, limit: int) -> None:
+        self._content = content
+        self._limit = limit
+        self.exceeded = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._content.iter_chunked(CHUNK_SIZE):
+            seen += len(chunk)
+            if seen > self._limit:
+                self.exceeded = True
+                raise PayloadTooLarge()
+            yield chunk
 
 
 async def _pump(src: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,

@@ -86,3 +86,31 @@ async def test_upstream_down_gives_502_page(gateway_factory: Any) -> None:
     async with gw.browser() as browser:
         result = await browser_login(browser, f"{gw.url}/x")
         assert result.status == 502 and "Traceback" not in result.body and "<html" in result.body
+
+
+async def test_gzip_request_body_forwarded_byte_for_byte(gateway_factory: Any) -> None:
+    import gzip
+
+    gw = await gateway_factory()
+    compressed = gzip.compress(b'{"hello": "world"}' * 100, mtime=0)
+    async with await logged_in(gw) as browser:
+        resp = await browser.post(f"{gw.url}/gz", data=compressed, headers={"Content-Encoding": "gzip"})
+        seen = await resp.json()
+    assert seen["body_size"] == len(compressed)
+    assert seen["body_sha256"] == hashlib.sha256(compressed).hexdigest()
+
+
+async def test_max_body_size_gives_413(gateway_factory: Any) -> None:
+    gw = await gateway_factory(max_body_size=1024)
+    async with await logged_in(gw) as browser:
+        ok = await browser.post(f"{gw.url}/small", data=b"x" * 1024)
+        assert ok.status == 200 and (await ok.json())["body_size"] == 1024
+        declared = await browser.post(f"{gw.url}/big", data=b"x" * 1025, headers={"Accept": "application/json"})
+        assert declared.status == 413 and (await declared.json())["error"] == "payload_too_large"
+
+        async def chunked() -> Any:
+            for _ in range(8):
+                yield b"y" * 512
+
+        streamed = await browser.post(f"{gw.url}/big", data=chunked(), headers={"Accept": "application/json"})
+        assert streamed.status == 413

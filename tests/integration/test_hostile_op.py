@@ -9,10 +9,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import serialization
 
-from tests.conftest import free_port
+from tests.conftest import GatewayServer, free_port
 from tests.fakes.fake_op import CLIENT_SECRET, FakeOP
 from tests.support.op import browser_login
 
@@ -40,7 +40,7 @@ async def make_gateway(settings_factory: Any, fake_op: FakeOP, echo_upstream: st
                   "discovery_retry_interval": "50ms", "jwks_min_refresh_interval": "60s", **oidc})
         from gateway.app import create_app
 
-        client = TestClient(TestServer(create_app(settings), host="127.0.0.1", port=port))
+        client = TestClient(GatewayServer(create_app(settings), host="127.0.0.1", port=port))
         await client.start_server()
         clients.append(client)
         return client, url
