@@ -192,8 +192,9 @@ async def _not_found(request: web.Request) -> web.StreamResponse:
 
 def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Application:
     metrics = Metrics()
-    app = web.Application(middlewares=[error_middleware, metrics.middleware(), _auth],
-                          client_max_size=settings.max_body_size or 2**63)
+    # client_max_size bounds only what the gateway's own handlers read (a form_post callback);
+    # proxied bodies are streamed and bounded by max_body_size in the forwarder.
+    app = web.Application(middlewares=[error_middleware, metrics.middleware(), _auth], client_max_size=64 * 1024)
     app[SETTINGS], app[CLOCK], app[METRICS] = settings, clock, metrics
     app.cleanup_ctx.extend([_op_http, _upstream_http, _store, _provider, _components])
     router = app.router

@@ -1,7 +1,7 @@
 """AccessPolicy: which paths need no authentication, and which identities may pass.
 
 Public paths are regexes on the request path (`access.public_paths`), searched, so anchor them
-(`^/public/`). An identity passes when its email's domain is in `allowed_email_domains` (compared
+(`^/public/`); a path with `.`/`..` segments is never public (no `/public/../admin` bypass). An identity passes when its email's domain is in `allowed_email_domains` (compared
 case-insensitively; an email whose `email_verified` is false never counts) and it is in one of
 `allowed_groups`; an empty list allows anyone. A denial raises Forbidden (403).
 """
@@ -24,6 +24,9 @@ class AccessPolicy:
         self._groups = frozenset(settings.allowed_groups)
 
     def is_public(self, path: str) -> bool:
+        # `/public/../admin` must not pass as public: a path with dot segments is never public.
+        if "." in path and any(seg.partition(";")[0] in (".", "..") for seg in path.split("/")):
+            return False
         return any(p.search(path) for p in self._public)
 
     def check(self, identity: Identity) -> None:
