@@ -31,7 +31,8 @@ from gateway.oidc.client import OIDCClient
 from gateway.oidc.jwks import KeySet
 from gateway.oidc.metadata import ProviderState
 from gateway.oidc.verify import TokenVerifier
-from gateway.proxy.forward import Forwarder, identity_headers, upstream_client_session
+from gateway.proxy.forward import Forwarder, upstream_client_session
+from gateway.proxy.headers import identity_headers
 from gateway.proxy.routes import UpstreamTable
 from gateway.session.cookie import SignedCookie, derive_key
 from gateway.session.redis import RedisStore

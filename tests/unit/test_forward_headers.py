@@ -6,7 +6,7 @@ import pytest
 from multidict import CIMultiDict
 
 from gateway.auth.identity import Identity
-from gateway.proxy.forward import (
+from gateway.proxy.headers import (
     MAX_HEADER_VALUE,
     downstream_headers,
     identity_headers,

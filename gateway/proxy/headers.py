@@ -1,0 +1,212 @@
+"""Header hygiene at the trust boundary: what goes upstream, and what comes back.
+
+Trusted: the verified Identity and the transport's peer address. Everything else the client sends is
+input. Before forwarding:
+
+* hop-by-hop headers (RFC 9110 §7.6.1: Connection and every header it names, Keep-Alive,
+  Proxy-Authenticate, Proxy-Authorization, TE, Trailer(s), Transfer-Encoding, Upgrade,
+  Proxy-Connection) are removed in both directions; so is Expect (the gateway answers
+  `100-continue` itself);
+* every client header named `X-Auth-Request-*` is removed, always, and so is a client
+  `Authorization` when an identity is present. Names are compared case-insensitively with `_` read as
+  `-`, because CGI/WSGI upstreams map `X_Auth_Request_User` to the same variable;
+* the gateway owns the forwarding headers: a client `X-Forwarded-For` is kept and the peer address
+  appended (the upstream must trust only the last hop); every other `X-Forwarded-*`, `Forwarded`
+  and `X-Real-IP` from the client is dropped, then X-Forwarded-Proto/-Host and X-Real-IP are set;
+* the gateway's own cookies never leave it (interface.md, "What the upstream receives").
+
+Identity values (claims come from the OP) are sanitised: control characters (C0, DEL, C1; hence
+CR/LF/NUL) are removed, non-ASCII is kept and sent as UTF-8, and a value longer than
+MAX_HEADER_VALUE bytes is omitted rather than truncated (a truncated name could be someone else's);
+groups are comma-joined, so a group whose name contains a comma is left out, and the list stops at
+the last whole group that fits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from aiohttp import hdrs
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.auth.identity import Identity
+
+__all__ = ["HOP_BY_HOP", "MAX_HEADER_VALUE", "downstream_headers", "identity_headers", "strip_cookies",
+           "upstream_headers"]
+
+log = logging.getLogger(__name__)
+
+MAX_HEADER_VALUE = 8 * 1024  # bytes, UTF-8 encoded
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "trailers", "transfer-encoding", "upgrade", "proxy-connection",
+})
+
+_AUTH_PREFIX = "x-auth-request-"
+
+_XFF = "x-forwarded-for"
+
+_GATEWAY_OWNED = frozenset({"forwarded", "x-real-ip"})  # plus every x-forwarded-* but X-Forwarded-For
+
+_WS_HANDSHAKE = frozenset({
+    "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol",
+    "sec-websocket-accept",
+})
+
+# C0 controls, DEL and C1 controls: deleted from identity values (CR/LF would split the header).
+_CONTROL_CHARS = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)])
+
+
+def _clean(value: str) -> str | None:
+    """`value` without control characters, or None when empty or longer than MAX_HEADER_VALUE."""
+    value = value.translate(_CONTROL_CHARS)
+    if not value:
+        return None
+    size = len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+    return value if size <= MAX_HEADER_VALUE else None
+
+
+def _groups_value(groups: Iterable[str]) -> str | None:
+    kept: list[str] = []
+    budget = MAX_HEADER_VALUE
+    for group in groups:
+        name = group.translate(_CONTROL_CHARS)
+        if not name or "," in name:
+            continue  # a comma inside a name would read as two groups upstream
+        cost = len(name.encode("utf-8", "surrogatepass")) + (1 if kept else 0)
+        if cost > budget:
+            break
+        kept.append(name)
+        budget -= cost
+    return ",".join(kept) or None
+
+
+def identity_headers(identity: Identity) -> dict[str, str]:
+    """The X-Auth-Request-* and Authorization headers that describe `identity` to an upstream."""
+    out: dict[str, str] = {}
+    for name, raw in (("X-Auth-Request-User", identity.sub), ("X-Auth-Request-Email", identity.email),
+                      ("X-Auth-Request-Preferred-Username", identity.username)):
+        if raw:
+            value = _clean(raw)
+            if value is None:
+                log.warning("identity header omitted: empty or too long", extra={"header": name})
+            else:
+                out[name] = value
+    if identity.groups:
+        groups = _groups_value(identity.groups)
+        if groups is not None:
+            out["X-Auth-Request-Groups"] = groups
+    if identity.access_token:
+        bearer = _clean("Bearer " + identity.access_token)
+        if bearer is None:
+            log.warning("identity header omitted: empty or too long", extra={"header": "Authorization"})
+        else:
+            out["Authorization"] = bearer
+    return out
+
+
+def strip_cookies(value: str, names: frozenset[str]) -> str | None:
+    """A Cookie header value without the cookies in `names`; None when nothing is left.
+
+    When nothing is removed the value is returned unchanged, byte for byte.
+    """
+    if not names or not any(name in value for name in names):
+        return value
+    kept = []
+    removed = False
+    for part in value.split(";"):
+        pair = part.strip()
+        if not pair:
+            continue
+        if pair.partition("=")[0].strip() in names:
+            removed = True
+        else:
+            kept.append(pair)
+    if not removed:
+        return value
+    return "; ".join(kept) or None
+
+
+def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
+    values = headers.getall(hdrs.CONNECTION, ())
+    if not values:
+        return frozenset()
+    return frozenset(token.strip().lower() for value in values for token in value.split(","))
+
+
+def upstream_headers(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str],
+    identity: Identity | None,
+    *,
+    cookie_names: frozenset[str],
+    peer: str | None,
+    forwarded_proto: str,
+    pass_host: bool = False,
+    websocket: bool = False,
+) -> CIMultiDict[str]:
+    """The headers to send upstream for a client request with `headers` (see the module docstring).
+
+    `peer` is the client's address (appended to X-Forwarded-For); `pass_host` keeps the client's
+    Host (otherwise the HTTP client sets the upstream's); `websocket` also drops the client's
+    handshake headers, which the upstream handshake generates afresh.
+    """
+    connection = _connection_tokens(headers)
+    chunked = hdrs.TRANSFER_ENCODING in headers
+    out: CIMultiDict[str] = CIMultiDict()
+    client_host: str | None = None
+    prior_xff: list[str] = []
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in connection:
+            continue
+        norm = lower.replace("_", "-") if "_" in lower else lower
+        if norm.startswith(_AUTH_PREFIX):
+            continue
+        if norm.startswith("x-forwarded-") or norm in _GATEWAY_OWNED:
+            if lower == _XFF:
+                prior_xff.append(value)
+            continue
+        if lower == "host":
+            client_host = value
+            if not pass_host:
+                continue
+        elif lower == "authorization":
+            if identity is not None:
+                continue
+        elif lower == "cookie":
+            stripped = strip_cookies(value, cookie_names)
+            if stripped is None:
+                continue
+            value = stripped
+        elif lower == "expect" or (lower == "content-length" and chunked):
+            continue  # RFC 9112 §6.3: Transfer-Encoding overrides Content-Length
+        elif websocket and lower in _WS_HANDSHAKE:
+            continue
+        out.add(name, value)
+
+    if peer:
+        prior_xff.append(peer)
+        out["X-Real-IP"] = peer
+    if prior_xff:
+        out["X-Forwarded-For"] = ", ".join(prior_xff)
+    out["X-Forwarded-Proto"] = forwarded_proto
+    if client_host:
+        out["X-Forwarded-Host"] = client_host
+    if identity is not None:
+        out.update(identity_headers(identity))
+    return out
+
+
+def downstream_headers(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
+    """The upstream's response headers minus hop-by-hop ones; repeated headers (Set-Cookie) kept."""
+    connection = _connection_tokens(headers)
+    chunked = hdrs.TRANSFER_ENCODING in headers
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in connection or (chunked and lower == "content-length"):
+            continue
+        out.add(name, value)
+    return out
