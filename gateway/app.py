@@ -26,6 +26,7 @@ from gateway.auth.cookie_session import SessionAuthenticator
 from gateway.auth.flow import LoginFlow
 from gateway.auth.middleware import PROXY_ROUTE, Authenticator, auth_middleware
 from gateway.auth.policy import AccessPolicy
+from gateway.auth.refresh import Refresher
 from gateway.config import Settings
 from gateway.oidc.client import OIDCClient
 from gateway.oidc.jwks import KeySet
@@ -157,7 +158,12 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         bearer_audiences=settings.bearer_audiences, keys=keys, clock_skew=settings.oidc.clock_skew, clock=clock)
     client = OIDCClient(settings.oidc, provider, verifier, app[OP_HTTP], redirect_uri=settings.redirect_uri,
                         clock=clock)
-    sessions = SessionAuthenticator(store, session_cookie, settings.session, clock=clock)
+    lifetime, idle = settings.session.lifetime, settings.session.idle_timeout
+    refresher = Refresher(client, store, refresh_before_expiry=settings.session.refresh_before_expiry,
+                          ttl_of=lambda session, now: session.ttl(now, lifetime=lifetime, idle_timeout=idle),
+                          clock=clock, wait_timeout=settings.oidc.http_timeout,
+                          on_refresh=app[METRICS].record_refresh)
+    sessions = SessionAuthenticator(store, session_cookie, settings.session, clock=clock, refresher=refresher)
     # A live session wins: a browser's own Authorization header is then replaced, never trusted.
     authenticators: list[Authenticator] = [sessions]
     if settings.access.bearer.enabled:

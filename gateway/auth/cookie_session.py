@@ -3,7 +3,8 @@
 Trusts only a cookie whose signature verifies and whose id names a live session record. A missing,
 tampered or unknown cookie, or a session past its absolute `lifetime` or `idle_timeout`, reads as
 "not logged in" (None), never as an error. The idle deadline slides with at most one store write per
-`touch_interval` per session, so the hot path is one read.
+`touch_interval` per session, so the hot path is one read. An access token due for renewal is
+refreshed through the Refresher (one grant per session across replicas) before the identity is used.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from gateway.auth.identity import Identity
+from gateway.auth.refresh import Refresher
 from gateway.config import SessionSettings
 from gateway.session.cookie import SignedCookie
 from gateway.session.model import Session
@@ -24,7 +26,9 @@ __all__ = ["SessionAuthenticator"]
 
 class SessionAuthenticator:
     def __init__(self, store: SessionStore, cookie: SignedCookie, settings: SessionSettings, *,
-                 clock: Callable[[], float], touch_interval: float = 60.0) -> None:
+                 clock: Callable[[], float], refresher: Refresher | None = None,
+                 touch_interval: float = 60.0) -> None:
+        self._refresher = refresher
         self._store = store
         self._cookie = cookie
         self._lifetime = settings.lifetime
@@ -56,5 +60,10 @@ class SessionAuthenticator:
         loaded = await self.load(request)
         if loaded is None:
             return None
-        session = loaded[1]
+        sid, session = loaded
+        if self._refresher is not None:
+            refreshed = await self._refresher.refresh_if_due(sid, session)
+            if refreshed is None:
+                return None
+            session = refreshed
         return Identity.from_claims({**session.claims, "sub": session.sub}, session.access_token)

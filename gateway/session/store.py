@@ -1,12 +1,16 @@
 """SessionStore protocol and the in-memory store (single process; for the demo and tests).
 
 Stores know nothing of cookies: they keep Session and PendingLogin records under opaque ids, each
-with a TTL. Login states are single-use: `take_login` returns a record at most once.
+with a TTL. Login states are single-use: `take_login` returns a record at most once. `lock(sid)`
+elects one refresher per session (per process for MemoryStore, across replicas for RedisStore).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from gateway.session.model import PendingLogin, Session
@@ -21,6 +25,9 @@ class SessionStore(Protocol):
     async def put_login(self, state: str, pending: PendingLogin, *, ttl: float) -> None: ...
     async def take_login(self, state: str) -> PendingLogin | None: ...
     async def ping(self) -> None: ...
+    def lock(self, sid: str, *, ttl: float) -> AbstractAsyncContextManager[bool]:
+        """Try to become the one refresher of `sid`: yields True when held (released on exit), else False."""
+        ...
 
 
 class MemoryStore:
@@ -28,6 +35,7 @@ class MemoryStore:
         self._clock = clock
         self._sessions: dict[str, tuple[float, bytes]] = {}
         self._logins: dict[str, tuple[float, bytes]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def _purge(self) -> None:
         now = self._clock()
@@ -60,3 +68,15 @@ class MemoryStore:
 
     async def ping(self) -> None:
         return None
+
+    @contextlib.asynccontextmanager
+    async def lock(self, sid: str, *, ttl: float) -> AsyncIterator[bool]:
+        lock = self._locks.setdefault(sid, asyncio.Lock())
+        if lock.locked():
+            yield False
+            return
+        async with lock:
+            try:
+                yield True
+            finally:
+                self._locks.pop(sid, None)

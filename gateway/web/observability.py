@@ -27,6 +27,11 @@ class Metrics:
                                  ["route"], registry=self.registry)
         self.logins = Counter("oidc_gateway_logins_total", "Completed login callbacks by outcome",
                               ["outcome"], registry=self.registry)
+        self.refreshes = Counter("oidc_gateway_token_refreshes_total", "Refresh grants by outcome",
+                                 ["outcome"], registry=self.registry)
+
+    def record_refresh(self, outcome: str) -> None:
+        self.refreshes.labels(outcome=outcome).inc()
 
     def record_login(self, outcome: str, reason: str) -> None:
         self.logins.labels(outcome=outcome).inc()
