@@ -143,14 +143,16 @@ class LoginFlow:
         return response
 
     async def sign_out(self, request: web.Request) -> web.StreamResponse:
-        """End the local session, then RP-initiated logout at the OP when it has an end_session_endpoint."""
+        """End the local session, revoke its refresh token (RFC 7009), then RP-initiated logout at the OP."""
         rd = safe_return_path(request.query.get("rd"))
         loaded = await self._sessions.load(request)
         id_token = None
         if loaded is not None:
             sid, session = loaded
             id_token = session.id_token
-            await self._store.delete(sid)
+            await self._store.delete(sid)  # first: a copied cookie stops working on every replica
+            if session.refresh_token:
+                await self._client.revoke(session.refresh_token)
         post_logout = self._settings.oidc.post_logout_redirect_url or f"{self._settings.public_url}{rd}"
         end_session = self._client.end_session_url(id_token=id_token, post_logout_redirect=post_logout,
                                                    state=self._session_cookie.new_id())

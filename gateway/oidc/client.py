@@ -3,7 +3,7 @@
 Authorization request (OIDC Core §3.1.2.1) with fresh `state`, `nonce` and a PKCE S256 challenge
 (RFC 7636); token exchange and refresh with client_secret_basic, client_secret_post or none
 (RFC 6749 §2.3.1); userinfo, whose `sub` must equal the ID token's (OIDC Core §5.3.4); the
-RP-initiated logout URL. The ID token of every token response is verified by TokenVerifier.
+RP-initiated logout URL and refresh-token revocation (RFC 7009). The ID token of every token response is verified by TokenVerifier.
 OP failures become ProviderError carrying the OAuth `error` code; an unreachable OP becomes
 ProviderUnavailable. Tokens and codes are never logged.
 """
@@ -196,6 +196,24 @@ class OIDCClient:
         if data.get("sub") != expected_sub:
             raise InvalidToken("userinfo subject mismatch")  # OIDC Core §5.3.4
         return data
+
+    async def revoke(self, token: str, *, token_type_hint: str = "refresh_token") -> bool:
+        """RFC 7009 revocation at the OP's revocation_endpoint; best effort, False when it did not happen."""
+        metadata = self._provider.metadata
+        if metadata is None or metadata.revocation_endpoint is None:
+            return False
+        form = {"token": token, "token_type_hint": token_type_hint}
+        headers = self._client_auth(form)
+        try:
+            async with self._http.post(metadata.revocation_endpoint, data=form, headers=headers,
+                                       allow_redirects=False) as resp:
+                ok = resp.status == 200  # RFC 7009 §2.2: 200 also for tokens already invalid
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("token revocation failed: %s", type(exc).__name__)
+            return False
+        if not ok:
+            log.warning("token revocation refused: HTTP %d", resp.status)
+        return ok
 
     def end_session_url(self, *, id_token: str | None, post_logout_redirect: str, state: str) -> URL | None:
         metadata = self._provider.metadata

@@ -133,3 +133,24 @@ async def test_without_refresh_token_session_ends_with_access_token(gateway_fact
         assert (await browser.get(f"{gw.url}/before-expiry", headers=API)).status == 200
         clock.advance(gw.settings.session.refresh_before_expiry)
         assert (await browser.get(f"{gw.url}/expired", headers=API)).status == 401
+
+
+async def test_sign_out_revokes_the_refresh_token_at_the_op(gateway_factory: Any, op: Any,
+                                                            redis_client: Any) -> None:
+    import base64
+
+    import aiohttp
+
+    gw = await gateway_factory(**SESSION)
+    browser, _ = await login(gw)
+    async with browser:
+        refresh_token = session_record(gw, browser, redis_client)["refresh_token"]
+        assert refresh_token
+        resp = await browser.get(f"{gw.url}/oauth2/sign_out", allow_redirects=False)
+        assert resp.status == 302
+    async with aiohttp.ClientSession() as http:
+        grant = await http.post(f"{op.issuer}/token", data={"grant_type": "refresh_token",
+                                                             "refresh_token": refresh_token},
+                                headers={"Authorization": "Basic " + base64.b64encode(
+                                    f"gateway:{op.clients['gateway']}".encode()).decode()})
+        assert grant.status == 400 and (await grant.json())["error"] == "invalid_grant"
