@@ -104,20 +104,39 @@ class LoginFlow:
             if code == "access_denied":
                 raise LoginError("The sign-in was cancelled or access was denied at the identity provider.")
             raise LoginError(f"The identity provider answered with the error “{code}”.")
-        code_value = _single(params, "code")
-        if code_value is None:
-            raise LoginError("The login response has no authorization code.")
-        try:
-            tokens = await self._client.exchange_code(code_value, pending.request)
-        except ProviderError as exc:
-            log.warning("login rejected: token exchange failed (error=%s)", exc.error)
-            raise LoginError("The identity provider did not accept the login. Please start again.") from None
+        tokens = await self._tokens(params, pending)
         claims = tokens.claims
         if self._settings.oidc.use_userinfo and tokens.access_token:
             userinfo = await self._client.userinfo(tokens.access_token, expected_sub=claims["sub"])
         else:
             userinfo = {}
         return await self._open_session(request, pending, tokens, userinfo)
+
+    async def _tokens(self, params: MultiDictProxy[str] | MultiDictProxy[str | bytes | web.FileField],
+                      pending: PendingLogin) -> TokenSet:
+        """Tokens for this response type: code → token endpoint; hybrid also checks the front-channel
+        ID token (nonce, c_hash) and that both ID tokens name the same iss and sub (OIDC Core §3.3.2.12)."""
+        response_type = pending.request.response_type.split()
+        code = _single(params, "code")
+        front_claims = None
+        if "id_token" in response_type:
+            raw = _single(params, "id_token")
+            if raw is None:
+                raise LoginError("The login response has no ID token.")
+            front_claims = await self._client.front_channel_id_token(raw, pending.request, code=code)
+            if "code" not in response_type:
+                return self._client.implicit_token_set(raw, front_claims)
+        if code is None:
+            raise LoginError("The login response has no authorization code.")
+        try:
+            tokens = await self._client.exchange_code(code, pending.request)
+        except ProviderError as exc:
+            log.warning("login rejected: token exchange failed (error=%s)", exc.error)
+            raise LoginError("The identity provider did not accept the login. Please start again.") from None
+        if front_claims is not None and (front_claims["iss"], front_claims["sub"]) != (
+                tokens.claims["iss"], tokens.claims["sub"]):
+            raise InvalidToken("front- and back-channel ID tokens disagree")
+        return tokens
 
     async def _open_session(self, request: web.Request, pending: PendingLogin, tokens: TokenSet,
                             userinfo: Claims) -> web.Response:

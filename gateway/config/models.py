@@ -62,6 +62,8 @@ class OIDCSettings(_Model):
     # Authing (and RFC-minded OPs) issue a refresh token only with prompt=consent.
     consent_for_offline_access: bool = True
     use_userinfo: bool = True
+    # code (default); "code id_token" (hybrid) and "id_token" (implicit) need response_mode form_post.
+    response_type: Literal["code", "code id_token", "id_token"] = "code"
     response_mode: Literal["query", "form_post"] = "query"
     post_logout_redirect_url: HttpUrl | None = None
     clock_skew: Duration = 60.0
@@ -140,6 +142,15 @@ class OIDCSettings(_Model):
         if clash:
             raise ValueError(f"must not set {', '.join(clash)}: the gateway sets these itself")
         return params
+
+    @field_validator("response_mode")
+    @classmethod
+    def _front_channel_tokens_need_form_post(cls, mode: str, info: ValidationInfo) -> str:
+        response_type = info.data.get("response_type", "code")
+        if response_type != "code" and mode != "form_post":
+            raise ValueError(f"must be form_post with response_type {response_type!r}: an ID token in the "
+                             "URL fragment never reaches the gateway (OAuth 2.0 Form Post Response Mode)")
+        return mode
 
     @field_validator("clock_skew")
     @classmethod

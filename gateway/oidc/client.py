@@ -3,7 +3,8 @@
 Authorization request (OIDC Core §3.1.2.1) with fresh `state`, `nonce` and a PKCE S256 challenge
 (RFC 7636); token exchange and refresh with client_secret_basic, client_secret_post or none
 (RFC 6749 §2.3.1); userinfo, whose `sub` must equal the ID token's (OIDC Core §5.3.4); the
-RP-initiated logout URL and refresh-token revocation (RFC 7009). The ID token of every token response is verified by TokenVerifier.
+RP-initiated logout URL and refresh-token revocation (RFC 7009). Every ID token, from the token
+endpoint or (hybrid/implicit, form_post) from the authorization response, is verified by TokenVerifier.
 OP failures become ProviderError carrying the OAuth `error` code; an unreachable OP becomes
 ProviderUnavailable. Tokens and codes are never logged.
 """
@@ -70,8 +71,11 @@ class OIDCClient:
         return AuthRequest(
             state=generate_token(43),
             nonce=generate_token(43),
-            code_verifier=generate_token(64) if self._settings.pkce else None,
+            # PKCE binds the code: no code (implicit), no verifier.
+            code_verifier=generate_token(64) if self._settings.pkce and "code" in self._settings.response_type
+            else None,
             rd=rd,
+            response_type=self._settings.response_type,
         )
 
     def authorization_url(self, req: AuthRequest) -> URL:
@@ -161,6 +165,19 @@ class OIDCClient:
         claims = await self._verifier.id_token(id_token, nonce=req.nonce, access_token=data["access_token"])
         return self._token_set(data, claims)
 
+    async def front_channel_id_token(self, raw: str, req: AuthRequest, *, code: str | None) -> Claims:
+        """An ID token from the authorization response (hybrid/implicit, OIDC Core §3.3.2.11, §3.2.2.11).
+
+        The nonce is always required; in the hybrid flow `c_hash` must be present and match the code.
+        """
+        return await self._verifier.id_token(raw, nonce=req.nonce, code=code,
+                                             require_c_hash="code" in req.response_type.split())
+
+    def implicit_token_set(self, raw: str, claims: Claims) -> TokenSet:
+        """The implicit `id_token` flow yields an identity only: no access or refresh token."""
+        return TokenSet(access_token=None, id_token=raw, refresh_token=None, expires_at=None, scope=None,
+                        claims=claims)
+
     async def refresh(self, refresh_token: str) -> TokenSet:
         """grant_type=refresh_token; keeps the old refresh token when the OP does not rotate it."""
         data = await self._token_request({"grant_type": "refresh_token", "refresh_token": refresh_token})
@@ -197,7 +214,7 @@ class OIDCClient:
             raise InvalidToken("userinfo subject mismatch")  # OIDC Core §5.3.4
         return data
 
-    async def revoke(self, token: str, *, token_type_hint: str = "refresh_token") -> bool:
+    async def revoke(self, token: str, *, token_type_hint: str = "refresh_token") -> bool:  # noqa: S107
         """RFC 7009 revocation at the OP's revocation_endpoint; best effort, False when it did not happen."""
         metadata = self._provider.metadata
         if metadata is None or metadata.revocation_endpoint is None:

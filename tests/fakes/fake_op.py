@@ -58,6 +58,7 @@ class FakeOP:
     token_extra: dict[str, Any] = field(default_factory=dict)
     userinfo_sub: str | None = None  # None: the logged-in sub
     claims_mutator: Callable[[dict[str, Any]], None] | None = None
+    front_claims_mutator: Callable[[dict[str, Any]], None] | None = None  # the authorization response's ID token
     header_kid: str | None = "k1"
     sign_alg: str = "RS256"
     sign_key: Any = None  # None: the current RSA private key
@@ -106,19 +107,33 @@ class FakeOP:
         code = secrets.token_urlsafe(16)
         self._codes[code] = {"nonce": q.get("nonce", ""), "challenge": q.get("code_challenge", ""),
                              "redirect_uri": q["redirect_uri"]}
-        target = URL(q["redirect_uri"]).update_query(code=code, state=q["state"])
-        raise web.HTTPFound(str(target))
+        response_type = q.get("response_type", "code").split()
+        params = {"state": q["state"]}
+        if "code" in response_type:
+            params["code"] = code
+        if "id_token" in response_type:
+            params["id_token"] = self.id_token(q.get("nonce", ""), code=params.get("code"), front=True)
+        if q.get("response_mode") != "form_post":
+            raise web.HTTPFound(str(URL(q["redirect_uri"]).update_query(params)))
+        inputs = "".join(f'<input type="hidden" name="{k}" value="{v}">' for k, v in params.items())
+        return web.Response(content_type="text/html", text=(
+            f'<html><body onload="document.forms[0].submit()"><form method="post" action="{q["redirect_uri"]}">'
+            f"{inputs}</form></body></html>"))
 
-    def id_token(self, nonce: str, access_token: str) -> str:
+    def id_token(self, nonce: str, access_token: str | None = None, *, code: str | None = None,
+                 front: bool = False) -> str:
         now = int(time.time())
-        digest = hashlib.sha256(access_token.encode()).digest()
         claims: dict[str, Any] = {
             "iss": self.base_url, "sub": "alice", "aud": CLIENT_ID, "exp": now + 300, "iat": now,
             "nonce": nonce, "email": "alice@example.com",
-            "at_hash": base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode(),
         }
-        if self.claims_mutator:
-            self.claims_mutator(claims)
+        for name, value in (("at_hash", access_token), ("c_hash", code)):
+            if value is not None:
+                digest = hashlib.sha256(value.encode()).digest()
+                claims[name] = base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+        mutator = self.front_claims_mutator if front else self.claims_mutator
+        if mutator:
+            mutator(claims)
         key = self.sign_key if self.sign_key is not None else self.keys.get(self.header_kid or "", None)
         if key is None:
             key = next(iter(self.keys.values()))

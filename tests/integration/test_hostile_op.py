@@ -196,3 +196,27 @@ async def test_jwks_outage_keeps_last_good_keys(make_gateway: GatewayMaker, fake
     assert (await login(url))[0] == 200  # known kid: cached key still used
     fake_op.rotate_key("k3")
     assert (await login(url))[0] == 400  # new kid during the outage: cannot verify, rejected
+
+
+@pytest.mark.parametrize("mutation", [
+    _mutate(c_hash="AAAAAAAAAAAAAAAAAAAAAA"), _mutate(c_hash=None), _mutate(nonce="other"), _mutate(sub="mallory"),
+], ids=["wrong-c_hash", "no-c_hash", "nonce", "sub-differs-from-token-endpoint"])
+async def test_hybrid_front_channel_id_token_checked(make_gateway: GatewayMaker, fake_op: FakeOP,
+                                                     mutation: Callable[[dict[str, Any]], None]) -> None:
+    _, url = await make_gateway(response_type="code id_token", response_mode="form_post")
+    assert (await login(url))[0] == 200  # the well-formed hybrid response logs in
+    fake_op.front_claims_mutator = mutation
+    status, body, cookies = await login(url)
+    assert status == 400 and "could not be verified" in body and "_oidc_gateway" not in cookies
+
+
+async def test_hybrid_response_without_id_token_rejected(make_gateway: GatewayMaker, fake_op: FakeOP) -> None:
+    _, url = await make_gateway(response_type="code id_token", response_mode="form_post")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        stop = await browser_login(browser, f"{url}/x", stop_at=lambda u: u.path == "/oauth2/callback")
+        assert stop.status == 200 and 'name="id_token"' in stop.body
+        state = stop.body.split('name="state" value="')[1].split('"')[0]
+        code = stop.body.split('name="code" value="')[1].split('"')[0]
+        resp = await browser.post(f"{url}/oauth2/callback", data={"state": state, "code": code},
+                                  headers={"Accept": "text/html"}, allow_redirects=False)
+        assert resp.status == 400 and "no ID token" in await resp.text()

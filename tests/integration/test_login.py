@@ -267,3 +267,20 @@ async def test_health_ready_metrics(gateway_factory: Any) -> None:
     metrics = await (await gw.client.get("/metrics")).text()
     assert "oidc_gateway_http_requests_total" in metrics
     assert (await gw.client.get("/oauth2/nope")).status == 404
+
+
+@pytest.mark.parametrize("response_type", ["code id_token", "id_token"])
+async def test_hybrid_and_implicit_logins_with_real_op(gateway_factory: Any, response_type: str) -> None:
+    gw = await gateway_factory(oidc={"response_type": response_type, "response_mode": "form_post",
+                                     "scopes": ["openid", "profile", "email"]})
+    async with gw.browser() as browser:
+        result = await browser_login(browser, f"{gw.url}/hy?b=2")
+        assert result.status == 200, result.body
+        authorize = next(URL(u) for u in result.visited if URL(u).path == "/auth")
+        assert authorize.query["response_type"] == response_type
+        assert authorize.query["response_mode"] == "form_post"
+        assert ("code_challenge" in authorize.query) == ("code" in response_type)
+        seen = upstream_saw(result.body)
+        assert seen["query_string"] == "b=2" and seen["h"]["x-auth-request-user"] == ["alice"]
+        # Implicit yields an identity only: no access token to pass upstream.
+        assert ("authorization" in seen["h"]) == (response_type == "code id_token")
