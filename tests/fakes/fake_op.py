@@ -65,6 +65,7 @@ class FakeOP:
     keys: dict[str, rsa.RSAPrivateKey] = field(default_factory=lambda: {"k1": _new_key()})
     jwks_fetches: int = 0
     token_requests: list[dict[str, str]] = field(default_factory=list)
+    refresh_tokens: set[str] = field(default_factory=set)
     _codes: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
@@ -156,6 +157,10 @@ class FakeOP:
         expected = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
         if request.headers.get("Authorization") != expected:
             return web.json_response({"error": "invalid_client"}, status=401)
+        if form.get("grant_type") == "refresh_token":
+            if form.get("refresh_token") not in self.refresh_tokens:
+                return web.json_response({"error": "invalid_grant"}, status=400)
+            return web.json_response(self._tokens(nonce=None))
         grant = self._codes.pop(str(form.get("code")), None)
         if grant is None or form.get("redirect_uri") != grant["redirect_uri"]:
             return web.json_response({"error": "invalid_grant"}, status=400)
@@ -163,10 +168,17 @@ class FakeOP:
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         if challenge != grant["challenge"]:
             return web.json_response({"error": "invalid_grant", "error_description": "PKCE"}, status=400)
-        access_token = secrets.token_urlsafe(24)
-        body = {"access_token": access_token, "token_type": "Bearer", "expires_in": 300,
-                "id_token": self.id_token(grant["nonce"], access_token), **self.token_extra}
+        body = {**self._tokens(nonce=grant["nonce"]), **self.token_extra}
         return web.json_response({k: v for k, v in body.items() if v is not None})
+
+    def _tokens(self, *, nonce: str | None) -> dict[str, Any]:
+        access_token, refresh_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        self.refresh_tokens.add(refresh_token)
+        body: dict[str, Any] = {"access_token": access_token, "token_type": "Bearer", "expires_in": 300,
+                                "refresh_token": refresh_token}
+        if nonce is not None:
+            body["id_token"] = self.id_token(nonce, access_token)
+        return body
 
     async def _userinfo(self, request: web.Request) -> web.Response:
         return web.json_response({"sub": self.userinfo_sub or "alice", "email": "alice@example.com"})

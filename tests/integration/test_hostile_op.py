@@ -20,15 +20,21 @@ GatewayMaker = Callable[..., Awaitable[tuple[TestClient, str]]]
 
 
 @pytest.fixture
-async def fake_op(aiohttp_server: Any) -> FakeOP:
+async def fake_op_server(aiohttp_server: Any) -> Any:
     port = free_port()
     op = FakeOP(base_url=f"http://127.0.0.1:{port}")
-    await aiohttp_server(op.app(), port=port)
-    return op
+    server = await aiohttp_server(op.app(), port=port)
+    server.fake_op = op
+    return server
 
 
 @pytest.fixture
-async def make_gateway(settings_factory: Any, fake_op: FakeOP, echo_upstream: str) -> Any:
+def fake_op(fake_op_server: Any) -> FakeOP:
+    return fake_op_server.fake_op  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def make_gateway(settings_factory: Any, fake_op: FakeOP, echo_upstream: str, clock: Any) -> Any:
     clients: list[TestClient] = []
 
     async def make(**oidc: Any) -> tuple[TestClient, str]:
@@ -40,7 +46,7 @@ async def make_gateway(settings_factory: Any, fake_op: FakeOP, echo_upstream: st
                   "discovery_retry_interval": "50ms", "jwks_min_refresh_interval": "60s", **oidc})
         from gateway.app import create_app
 
-        client = TestClient(GatewayServer(create_app(settings), host="127.0.0.1", port=port))
+        client = TestClient(GatewayServer(create_app(settings, clock=clock), host="127.0.0.1", port=port))
         await client.start_server()
         clients.append(client)
         return client, url
@@ -220,3 +226,30 @@ async def test_hybrid_response_without_id_token_rejected(make_gateway: GatewayMa
         resp = await browser.post(f"{url}/oauth2/callback", data={"state": state, "code": code},
                                   headers={"Accept": "text/html"}, allow_redirects=False)
         assert resp.status == 400 and "no ID token" in await resp.text()
+
+
+async def test_op_failing_at_refresh_keeps_the_session_until_the_token_expires(
+        make_gateway: GatewayMaker, fake_op: FakeOP, fake_op_server: Any, clock: Any) -> None:
+    client, url = await make_gateway(scopes=["openid", "email", "offline_access"])
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        assert (await browser_login(browser, f"{url}/x")).status == 200
+        api = {"Accept": "application/json"}
+        clock.advance(300 - 30 + 1)  # inside refresh_before_expiry of the 300 s access token
+        fake_op.token_status = 500
+        kept = await browser.get(f"{url}/during-op-error", headers=api)
+        assert kept.status == 200  # the current token is still valid: the session goes on
+        await fake_op_server.close()  # the OP goes away entirely
+        assert (await browser.get(f"{url}/during-op-outage", headers=api)).status == 200
+        clock.advance(30)  # now the access token has really expired and cannot be renewed
+        gone = await browser.get(f"{url}/after-expiry", headers=api)
+        assert gone.status == 503 and (await gone.json())["error"] == "provider_unavailable"
+
+
+async def test_refresh_with_the_fake_op_renews_the_token(make_gateway: GatewayMaker, fake_op: FakeOP,
+                                                         clock: Any) -> None:
+    _, url = await make_gateway(scopes=["openid", "email", "offline_access"])
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        assert (await browser_login(browser, f"{url}/x")).status == 200
+        clock.advance(300 - 30 + 1)
+        assert (await browser.get(f"{url}/y", headers={"Accept": "application/json"})).status == 200
+        assert [r["grant_type"] for r in fake_op.token_requests] == ["authorization_code", "refresh_token"]
