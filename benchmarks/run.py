@@ -1,0 +1,397 @@
+"""The benchmark: one command, every contestant measured in the same run, ratios to the bare proxy.
+
+    benchmarks/run [--duration 10] [--connections 32] [--threads 1] [--json results.json]
+
+Starts an upstream (nginx from Debian when present, else an aiohttp one), the test OP (node
+oidc-provider), the bare aiohttp proxy baseline and the gateway (Redis sessions), logs in for real to
+get a session cookie, fetches a JWT access token (client_credentials with a resource indicator), then
+drives wrk on loopback against: the upstream directly, the bare proxy, the gateway with a Redis
+session, with a Bearer JWT, and /oauth2/auth; small and 64 KiB bodies; 1 and 2 workers. Also cold
+login latency (median of 20, and the same flow straight against the OP) and RSS after load.
+CPU microseconds per request come from /proc (utime+stime of the server's processes).
+Not part of the test suite: it asserts nothing, it reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.op import TestOP, browser_login  # noqa: E402
+
+PY = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+COOKIE_SECRET = "benchmark-cookie-secret-0123456789abcdef0123"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()  # noqa: S310 - loopback
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"benchmark: {url} did not come up") from None
+            time.sleep(0.1)
+
+
+def family(pid: int) -> list[int]:
+    """pid and all its descendants (workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rpartition(")")[2].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    return total
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+
+    def pids(self) -> list[int]:
+        return family(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p99_ms: float
+    cpu_us: float
+    errors: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def start(name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> Server:
+    log = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                            cwd=cwd)
+    return Server(name, proc)
+
+
+def start_upstream(tmp: Path) -> tuple[Server, str]:
+    port = free_port()
+    (tmp / "64k.bin").write_bytes(os.urandom(64 * 1024))
+    if shutil.which("nginx"):
+        for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (tmp / sub).mkdir(exist_ok=True)
+        conf = tmp / "nginx.conf"
+        conf.write_text(f"""
+daemon off; worker_processes 1; pid {tmp}/nginx.pid; error_log {tmp}/nginx-error.log;
+user root;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; client_body_temp_path {tmp}/client_body; proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{port};
+    location = /64k {{ alias {tmp}/64k.bin; }}
+    location / {{ default_type text/plain; return 200 "hello from upstream\\n"; }}
+  }}
+}}
+""")
+        server = start("upstream-nginx", ["nginx", "-c", str(conf)], tmp)
+    else:
+        script = tmp / "upstream.py"
+        script.write_text(f"""
+from aiohttp import web
+import uvloop
+body = open({str(tmp / '64k.bin')!r}, 'rb').read()
+async def h(r):
+    return web.Response(body=body) if r.path == '/64k' else web.Response(text='hello from upstream\\n')
+app = web.Application(); app.router.add_route('*', '/{{t:.*}}', h)
+web.run_app(app, host='127.0.0.1', port={port}, access_log=None, print=None, loop=uvloop.new_event_loop())
+""")
+        server = start("upstream-aiohttp", [PY, str(script)], tmp)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/")
+    return server, url
+
+
+def gateway_config(tmp: Path, port: int, op: TestOP, upstream: str, workers: int) -> Path:
+    path = tmp / f"gateway-{port}.yaml"
+    workers_line = f"workers: {workers}\n" if workers > 1 else ""
+    path.write_text(f"""listen: "127.0.0.1:{port}"
+public_url: "http://127.0.0.1:{port}"
+{workers_line}oidc:
+  issuer: "{op.issuer}"
+  client_id: gateway
+  client_secret: "{op.clients['gateway']}"
+  scopes: [openid, profile, email, offline_access]
+session:
+  store: redis
+  redis_url: "{REDIS_URL}"
+  key_prefix: "oidc-gateway-bench:{uuid.uuid4().hex}:"
+  cookie_secret: "{COOKIE_SECRET}"
+  cookie_secure: false
+access:
+  bearer:
+    audiences: [gateway, "urn:gateway:api"]
+upstreams:
+  - path: /
+    url: "{upstream}"
+""")
+    return path
+
+
+def start_gateway(tmp: Path, op: TestOP, upstream: str, workers: int) -> tuple[Server, str]:
+    port = free_port()
+    config = gateway_config(tmp, port, op, upstream, workers)
+    server = start(f"gateway-w{workers}", [PY, "-m", "gateway", "--config", str(config)], tmp, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/healthz")
+    return server, url
+
+
+def wrk(url: str, *, headers: dict[str, str], duration: int, connections: int, threads: int) -> tuple[
+        float, float, int, int]:
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    for name, value in headers.items():
+        argv[1:1] = ["-H", f"{name}: {value}"]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    p99_ms = float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = int(bad.group(1)) if bad else 0
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if sock:
+        errors += sum(int(g) for g in sock.groups())
+    return rps, p99_ms, requests, errors
+
+
+def measure(name: str, server: Server, url: str, args: argparse.Namespace,
+            headers: dict[str, str] | None = None, expect: int = 200) -> Result:
+    probe = urllib.request.Request(url, headers=headers or {})
+    try:
+        status = urllib.request.urlopen(probe, timeout=5).status  # noqa: S310 - loopback
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    if status != expect:
+        raise SystemExit(f"benchmark: {name}: {url} answered {status}, expected {expect}")
+    # Warm up (connection pools, caches), then measure.
+    wrk(url, headers=headers or {}, duration=2, connections=args.connections, threads=args.threads)
+    pids = server.pids()
+    before = cpu_seconds(pids)
+    rps, p99, requests, errors = wrk(url, headers=headers or {}, duration=args.duration,
+                                     connections=args.connections, threads=args.threads)
+    cpu_us = (cpu_seconds(pids) - before) / max(requests, 1) * 1e6
+    result = Result(name, rps, p99, cpu_us, errors)
+    print(f"  {name:<44} {rps:>9.0f} req/s  p99 {p99:>6.1f} ms  {cpu_us:>6.0f} us/req  errors {errors}",
+          flush=True)
+    return result
+
+
+async def session_cookie(gateway: str) -> str:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        result = await browser_login(browser, f"{gateway}/")
+        assert result.status == 200, result.body
+        return next(f"{c.key}={c.value}" for c in browser.cookie_jar if c.key == "_oidc_gateway")
+
+
+async def jwt_access_token(op: TestOP) -> str:
+    basic = base64.b64encode(f"gateway:{op.clients['gateway']}".encode()).decode()
+    async with aiohttp.ClientSession() as http:
+        resp = await http.post(f"{op.issuer}/token", headers={"Authorization": f"Basic {basic}"},
+                               data={"grant_type": "client_credentials", "resource": "urn:gateway:api",
+                                     "scope": "api:read"})
+        token = (await resp.json())["access_token"]
+    assert token.count(".") == 2, "the OP did not issue a JWT access token"
+    return str(token)
+
+
+async def cold_logins(gateway: str, op: TestOP, n: int) -> tuple[float, float]:
+    """Median wall time of a full login through the gateway, and of the same flow straight at the OP."""
+    via_gateway, direct = [], []
+    basic = base64.b64encode(f"gateway:{op.clients['gateway']}".encode()).decode()
+    for _ in range(n):
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            started = time.perf_counter()
+            result = await browser_login(browser, f"{gateway}/")
+            via_gateway.append(time.perf_counter() - started)
+            assert result.status == 200
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            redirect_uri = f"{gateway}/oauth2/callback"
+            authorize = URL(f"{op.issuer}/auth").with_query(
+                response_type="code", client_id="gateway", redirect_uri=redirect_uri,
+                scope="openid profile email offline_access", prompt="consent", state=uuid.uuid4().hex,
+                nonce=uuid.uuid4().hex)
+            started = time.perf_counter()
+            stop = await browser_login(browser, authorize, stop_at=lambda u: u.path == "/oauth2/callback")
+            code = URL(stop.headers["Location"]).query["code"]
+            token = await browser.post(f"{op.issuer}/token", headers={"Authorization": f"Basic {basic}"},
+                                       data={"grant_type": "authorization_code", "code": code,
+                                             "redirect_uri": redirect_uri})
+            access = (await token.json())["access_token"]
+            await (await browser.get(f"{op.issuer}/me", headers={"Authorization": f"Bearer {access}"})).read()
+            direct.append(time.perf_counter() - started)
+    return statistics.median(via_gateway) * 1000, statistics.median(direct) * 1000
+
+
+def table(results: list[Result], baseline: Result) -> str:
+    lines = ["| contestant | req/s | ratio to bare proxy | p99 ms | CPU us/req | errors |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        lines.append(f"| {r.name} | {r.rps:.0f} | {r.rps / baseline.rps:.2f} | {r.p99_ms:.1f} | {r.cpu_us:.0f} "
+                     f"| {r.errors} |")
+    return "\n".join(lines)
+
+
+def workers_supported() -> bool:
+    from gateway.config import Settings
+
+    return "workers" in Settings.model_fields
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run [10]")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections [32]")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads [1]")
+    parser.add_argument("--logins", type=int, default=20, help="cold logins to time [20]")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("benchmark: wrk is missing (apt-get install wrk)")
+
+    servers: list[Server] = []
+    tmp = Path(tempfile.mkdtemp(prefix="oidc-gateway-bench-"))
+    op = TestOP()
+    op.start()
+    try:
+        upstream, upstream_url = start_upstream(tmp)
+        servers.append(upstream)
+        bare_port = free_port()
+        bare = start("bare-proxy", [PY, str(ROOT / "benchmarks" / "bare_proxy.py"), str(bare_port), upstream_url],
+                     tmp)
+        servers.append(bare)
+        bare_url = f"http://127.0.0.1:{bare_port}"
+        wait_http(bare_url + "/")
+        gateway, gateway_url = start_gateway(tmp, op, upstream_url, workers=1)
+        servers.append(gateway)
+        cookie = asyncio.run(session_cookie(gateway_url))
+        bearer = asyncio.run(jwt_access_token(op))
+        print(f"machine: {os.cpu_count()} cores, wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
+              f"upstream {upstream.name}", flush=True)
+
+        results: list[Result] = []
+        for body, path in (("small", "/"), ("64 KiB", "/64k")):
+            results.append(measure(f"upstream direct ({body})", upstream, upstream_url + path, args))
+            base = measure(f"bare aiohttp proxy, 1 process ({body})", bare, bare_url + path, args)
+            results.append(base)
+            results.append(measure(f"gateway, Redis session, 1 worker ({body})", gateway, gateway_url + path,
+                                   args, {"Cookie": cookie}))
+            results.append(measure(f"gateway, Bearer JWT, 1 worker ({body})", gateway, gateway_url + path,
+                                   args, {"Authorization": f"Bearer {bearer}"}))
+        results.append(measure("gateway /oauth2/auth (forward-auth, session)", gateway,
+                               gateway_url + "/oauth2/auth", args, {"Cookie": cookie}, expect=202))
+        rss = {"gateway (1 worker)": rss_mib(gateway.proc.pid), "bare proxy": rss_mib(bare.proc.pid)}
+        login_gateway, login_direct = asyncio.run(cold_logins(gateway_url, op, args.logins))
+        gateway.stop()
+
+        if workers_supported():
+            gateway2, gateway2_url = start_gateway(tmp, op, upstream_url, workers=2)
+            servers.append(gateway2)
+            cookie2 = asyncio.run(session_cookie(gateway2_url))
+            results.append(measure("gateway, Redis session, 2 workers (small)", gateway2, gateway2_url + "/",
+                                   args, {"Cookie": cookie2}))
+            for i, pid in enumerate(p for p in gateway2.pids() if p != gateway2.proc.pid):
+                rss[f"gateway worker {i + 1} of 2"] = rss_mib(pid)
+            gateway2.stop()
+
+        baseline = next(r for r in results if r.name.startswith("bare aiohttp proxy, 1 process (small)"))
+        print()
+        print(table(results, baseline))
+        print()
+        print(f"cold login, median of {args.logins}: through the gateway {login_gateway:.1f} ms, "
+              f"the same flow straight at the OP {login_direct:.1f} ms, "
+              f"gateway overhead {login_gateway - login_direct:+.1f} ms")
+        print("RSS after load (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in rss.items()))
+        if args.json:
+            args.json.write_text(json.dumps({
+                "results": [r.__dict__ for r in results], "cold_login_ms": {
+                    "gateway": login_gateway, "direct": login_direct}, "rss_mib": rss}, indent=2))
+        return 0
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        op.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
