@@ -167,7 +167,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     # A live session wins: a browser's own Authorization header is then replaced, never trusted.
     authenticators: list[Authenticator] = [sessions]
     if settings.access.bearer.enabled:
-        authenticators.append(BearerAuthenticator(verifier))
+        authenticators.append(BearerAuthenticator(verifier, clock=clock))
     policy = AccessPolicy(settings.access)
     flow = LoginFlow(settings, client, store, sessions, session_cookie, login_cookie, clock=clock,
                      on_login=app[METRICS].record_login)

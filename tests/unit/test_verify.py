@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -37,12 +38,13 @@ JWKS = {"keys": [_jwk(RSA_KEY, "rsa1", "RS256"), _jwk(EC_KEY, "ec1", "ES256")]}
 
 
 def make_verifier(algs: list[str] | None = None, *, secret: str | None = SECRET,
-                  jwks: dict[str, Any] | None = None) -> TokenVerifier:
-    keys = KeySet(None, lambda: None, min_refresh_interval=3600, clock=lambda: NOW)  # type: ignore[arg-type]
+                  jwks: dict[str, Any] | None = None, clock: Callable[[], float] = lambda: NOW,
+                  cls: type[TokenVerifier] = TokenVerifier) -> TokenVerifier:
+    keys = KeySet(None, lambda: None, min_refresh_interval=3600, clock=clock)  # type: ignore[arg-type]
     keys.load(jwks or JWKS)
-    return TokenVerifier(issuer=ISSUER, client_id=CLIENT_ID, client_secret=secret,
-                         id_token_algs=algs or ["RS256", "ES256", "HS256"], bearer_algs=["RS256"],
-                         bearer_audiences=["api"], keys=keys, clock_skew=60, clock=lambda: NOW)
+    return cls(issuer=ISSUER, client_id=CLIENT_ID, client_secret=secret,
+               id_token_algs=algs or ["RS256", "ES256", "HS256"], bearer_algs=["RS256"],
+               bearer_audiences=["api"], keys=keys, clock_skew=60, clock=clock)
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
