@@ -3,7 +3,7 @@
 Long-lived resources are opened and closed by one cleanup_ctx generator each: the OP HTTP client,
 the upstream HTTP client (pooled keep-alive), the session store (Redis pool), and the provider
 metadata (+ JWKS warm-up, with a background retry task while the OP is unreachable). The request
-path: error_middleware → metrics → auth_middleware (proxy route only) → handler.
+path: request_id → error_middleware (pages) → metrics → auth_middleware (proxy route only) → handler.
 """
 
 from __future__ import annotations
@@ -11,21 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from redis.asyncio import Redis
 
+from gateway.auth.backchannel import BackchannelLogout
 from gateway.auth.bearer import BearerAuthenticator
 from gateway.auth.cookie_session import SessionAuthenticator
-from gateway.auth.flow import LoginFlow
+from gateway.auth.flow import SIGNED_OUT_PATH, LoginFlow
 from gateway.auth.middleware import PROXY_ROUTE, Authenticator, auth_middleware
 from gateway.auth.policy import AccessPolicy
+from gateway.auth.preserve import PostPreserver
 from gateway.auth.refresh import Refresher
 from gateway.config import Settings
 from gateway.oidc.client import OIDCClient
@@ -35,12 +38,17 @@ from gateway.oidc.verify import TokenVerifier
 from gateway.proxy.forward import Forwarder, upstream_client_session
 from gateway.proxy.headers import identity_headers
 from gateway.proxy.routes import UpstreamTable
+from gateway.session.connect import redis_client
 from gateway.session.cookie import SignedCookie, derive_key
 from gateway.session.redis import RedisStore
 from gateway.session.store import MemoryStore, SessionStore
 from gateway.web.errors import error_middleware
-from gateway.web.observability import AccessLogger, Metrics
+from gateway.web.observability import AccessLogger, Metrics, configure_logging
 from gateway.web.ops import OpsHandlers
+from gateway.web.pages import Pages
+from gateway.web.reload import LiveConfig, reload_config
+from gateway.web.request_id import request_id_middleware
+from gateway.web.workers import check_bindable, stop_gracefully_once, supervise
 
 __all__ = ["COMPONENTS", "SERVER_OPTIONS", "SETTINGS", "Components", "create_app", "run_gateway"]
 
@@ -61,6 +69,7 @@ class Components:
     keys: KeySet
     store: SessionStore
     flow: LoginFlow
+    backchannel: BackchannelLogout
     forwarder: Forwarder
     ops: OpsHandlers
     auth: Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
@@ -75,6 +84,8 @@ STORE = web.AppKey("store", SessionStore)  # type: ignore[type-abstract]
 PROVIDER = web.AppKey("provider", ProviderState)
 KEYS = web.AppKey("keys", KeySet)
 COMPONENTS = web.AppKey("components", Components)
+LIVE = web.AppKey("live", LiveConfig)  # the settings in force after SIGHUP reloads, and how to apply new ones
+PAGES = web.AppKey("pages", Pages)
 
 
 async def _op_http(app: web.Application) -> AsyncIterator[None]:
@@ -86,7 +97,7 @@ async def _op_http(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _upstream_http(app: web.Application) -> AsyncIterator[None]:
-    http = upstream_client_session()
+    http = upstream_client_session(trace_configs=[app[METRICS].upstream_trace()])
     app[UPSTREAM_HTTP] = http
     yield
     await http.close()
@@ -98,16 +109,13 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
         app[STORE] = MemoryStore(app[CLOCK])
         yield
         return
-    password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    redis = Redis.from_url(settings.redis_url or "", password=password, socket_timeout=2.0,
-                           socket_connect_timeout=2.0, health_check_interval=30)
-    app[STORE] = RedisStore(redis, prefix=settings.key_prefix)
-    try:
-        await app[STORE].ping()
-    except Exception:  # noqa: BLE001 - logged by the store; the gateway starts and /readyz says unready
-        log.error("session store unreachable at start-up; /readyz reports unready until it answers")
-    yield
-    await redis.aclose()
+    async with redis_client(settings) as redis:  # one node, Sentinel or Cluster (gateway.session.connect)
+        app[STORE] = RedisStore(redis, prefix=settings.key_prefix)
+        try:
+            await app[STORE].ping()
+        except Exception:  # noqa: BLE001 - logged by the store; the gateway starts and /readyz says unready
+            log.error("session store unreachable at start-up; /readyz reports unready until it answers")
+        yield
 
 
 async def _provider(app: web.Application) -> AsyncIterator[None]:
@@ -116,6 +124,7 @@ async def _provider(app: web.Application) -> AsyncIterator[None]:
     keys = KeySet(app[OP_HTTP], lambda: provider.metadata.jwks_uri if provider.metadata else None,
                   min_refresh_interval=settings.oidc.jwks_min_refresh_interval, clock=app[CLOCK])
     app[PROVIDER], app[KEYS] = provider, keys
+    app[METRICS].watch_keys(keys)
 
     async def load_keys() -> None:
         if provider.require().jwks_uri is not None:
@@ -139,7 +148,8 @@ async def _provider(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _components(app: web.Application) -> AsyncIterator[None]:
-    settings, clock, provider, keys, store = app[SETTINGS], app[CLOCK], app[PROVIDER], app[KEYS], app[STORE]
+    settings, clock, provider, keys = app[SETTINGS], app[CLOCK], app[PROVIDER], app[KEYS]
+    store = app[METRICS].instrument_store(app[STORE])
     secret = settings.session.cookie_secret.get_secret_value().encode()
     session_cookie = SignedCookie(settings.session.cookie_name, derive_key(secret, "session-cookie"),
                                   secure=settings.session.cookie_secure, max_age=settings.session.lifetime,
@@ -167,18 +177,45 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     # A live session wins: a browser's own Authorization header is then replaced, never trusted.
     authenticators: list[Authenticator] = [sessions]
     if settings.access.bearer.enabled:
-        authenticators.append(BearerAuthenticator(verifier, clock=clock))
-    policy = AccessPolicy(settings.access)
+        authenticators.append(app[METRICS].count_bearer(BearerAuthenticator(verifier, clock=clock)))
     flow = LoginFlow(settings, client, store, sessions, session_cookie, login_cookie, clock=clock,
-                     on_login=app[METRICS].record_login)
-    forwarder = Forwarder(UpstreamTable(settings.upstreams), app[UPSTREAM_HTTP],
-                          cookie_names=frozenset({session_cookie.name, login_cookie.name}),
-                          forwarded_proto=settings.public_url.partition(":")[0],
-                          max_body_size=settings.max_body_size)
-    ops = OpsHandlers(provider, store, app[METRICS], authenticators, policy, identity_headers)
-    app[COMPONENTS] = Components(provider=provider, keys=keys, store=store, flow=flow, forwarder=forwarder,
-                                 ops=ops, auth=auth_middleware(authenticators, policy, flow.begin))
+                     on_login=app[METRICS].record_login, replay_post=app[PAGES].replay_post)
+    backchannel = BackchannelLogout(verifier, store, clock=clock, on_logout=app[METRICS].record_backchannel_logout)
+
+    def routing(current: Settings) -> tuple[Forwarder, OpsHandlers, Handler]:
+        """What a SIGHUP reload replaces: upstreams, access rules and the handlers that apply them."""
+        policy = AccessPolicy(current.access)
+        routes = UpstreamTable(current.upstreams)
+        preserver = PostPreserver(public_url=current.public_url, limit_for=routes.preserve_post_limit)
+        forwarder = Forwarder(routes, app[UPSTREAM_HTTP],
+                              cookie_names=frozenset({session_cookie.name, login_cookie.name}),
+                              forwarded_proto=current.public_url.partition(":")[0],
+                              max_body_size=current.max_body_size)
+        ops = OpsHandlers(provider, store, app[METRICS], authenticators, policy, identity_headers)
+        return forwarder, ops, auth_middleware(authenticators, policy, flow.begin, preserver)  # type: ignore[return-value]
+
+    def rebuild(current: Settings) -> None:
+        components = app[COMPONENTS]
+        # One synchronous step: in-flight requests keep the objects they hold, the next ones get these.
+        components.forwarder, components.ops, components.auth = routing(current)  # type: ignore[assignment]
+
+    forwarder, ops, auth = routing(app[LIVE].settings)
+    app[COMPONENTS] = Components(provider=provider, keys=keys, store=store, flow=flow, backchannel=backchannel,
+                                 forwarder=forwarder, ops=ops, auth=auth)  # type: ignore[arg-type]
+    app[LIVE].rebuild = rebuild
     yield
+
+
+async def _reload_on_sighup(app: web.Application) -> AsyncIterator[None]:
+    """SIGHUP re-reads the configuration file (gateway.web.reload); only when started from one."""
+    if app[LIVE].path is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reload_config, app[LIVE], app[METRICS])
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # blocked until now by _serve or the parent
+    yield
+    loop.remove_signal_handler(signal.SIGHUP)
 
 
 def _delegate(pick: Callable[[Components], Handler]) -> Handler:
@@ -197,13 +234,16 @@ async def _not_found(request: web.Request) -> web.StreamResponse:
     raise web.HTTPNotFound()  # /oauth2/ is the gateway's own namespace: never proxied
 
 
-def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Application:
+def create_app(settings: Settings, *, clock: Clock = time.time, config_path: Path | None = None) -> web.Application:
     metrics = Metrics()
     # client_max_size bounds only what the gateway's own handlers read (a form_post callback);
     # proxied bodies are streamed and bounded by max_body_size in the forwarder.
-    app = web.Application(middlewares=[error_middleware, metrics.middleware(), _auth], client_max_size=64 * 1024)
-    app[SETTINGS], app[CLOCK], app[METRICS] = settings, clock, metrics
-    app.cleanup_ctx.extend([_op_http, _upstream_http, _store, _provider, _components])
+    pages = Pages(settings.pages_dir)  # templates are read once, here
+    app = web.Application(middlewares=[request_id_middleware, error_middleware(pages), metrics.middleware(), _auth],
+                          client_max_size=64 * 1024)
+    app[SETTINGS], app[CLOCK], app[METRICS], app[PAGES] = settings, clock, metrics, pages
+    app[LIVE] = LiveConfig(settings, config_path)
+    app.cleanup_ctx.extend([_op_http, _upstream_http, _store, _provider, _components, _reload_on_sighup])
     router = app.router
     router.add_get("/healthz", _delegate(lambda c: c.ops.healthz), name="healthz")
     router.add_get("/readyz", _delegate(lambda c: c.ops.readyz), name="readyz")
@@ -213,6 +253,9 @@ def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Applicati
     router.add_route("POST", "/oauth2/callback", _delegate(lambda c: c.flow.callback), name="callback_post")
     router.add_route("GET", "/oauth2/sign_out", _delegate(lambda c: c.flow.sign_out), name="sign_out")
     router.add_route("POST", "/oauth2/sign_out", _delegate(lambda c: c.flow.sign_out), name="sign_out_post")
+    router.add_get(SIGNED_OUT_PATH, pages.signed_out, name="signed_out")
+    router.add_post("/oauth2/backchannel_logout", _delegate(lambda c: c.backchannel.handle),
+                    name="backchannel_logout")
     router.add_get("/oauth2/userinfo", _delegate(lambda c: c.ops.userinfo), name="userinfo")
     router.add_get("/oauth2/auth", _delegate(lambda c: c.ops.forward_auth), name="auth")
     router.add_route("*", "/oauth2/{tail:[\\s\\S]*}", _not_found, name="oauth2_unknown")
@@ -220,15 +263,45 @@ def create_app(settings: Settings, *, clock: Clock = time.time) -> web.Applicati
     return app
 
 
-def run_gateway(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM; in-flight requests get `shutdown_timeout` to finish."""
+def _serve(settings: Settings, *, worker: bool = False, config_path: Path | None = None) -> None:
     try:
         import uvloop
 
         loop = uvloop.new_event_loop()
     except ImportError:  # pragma: no cover - uvloop is optional on exotic platforms
         loop = asyncio.new_event_loop()
-    web.run_app(create_app(settings), loop=loop, host=settings.listen_host, port=settings.listen_port,
-                shutdown_timeout=settings.shutdown_timeout, access_log_class=AccessLogger,
-                access_log=logging.getLogger("gateway.access"), print=None, handle_signals=True,
-                **SERVER_OPTIONS)
+    if worker:
+        stop_gracefully_once(loop)
+    if config_path is not None:  # a SIGHUP before the app's handler is installed waits for it (pending)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    web.run_app(create_app(settings, config_path=config_path), loop=loop, host=settings.listen_host,
+                port=settings.listen_port, shutdown_timeout=settings.shutdown_timeout, access_log_class=AccessLogger,
+                access_log=logging.getLogger("gateway.access"), print=None, handle_signals=not worker,
+                reuse_port=worker or None, **SERVER_OPTIONS)
+
+
+def _serve_worker(job: tuple[Settings, Path | None]) -> None:
+    """The body of each worker process (spawned, so it sets up its own logging)."""
+    settings, config_path = job
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        _serve(settings, worker=True, config_path=config_path)
+    except OSError as exc:
+        log.error("cannot serve on %s: %s", settings.listen, exc.strerror or exc)
+        raise SystemExit(1) from None
+
+
+def run_gateway(settings: Settings, *, config_path: Path | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; in-flight requests get `shutdown_timeout` to finish.
+
+    SIGHUP re-reads `config_path` and applies its routes, access rules and upstreams without
+    dropping a connection (gateway.web.reload); with workers, the parent passes it on to each.
+
+    With `workers` > 1 this process only supervises that many worker processes, each serving the
+    listen address with SO_REUSEPORT (gateway.web.workers); OSError when the address is taken.
+    """
+    if settings.workers == 1:
+        _serve(settings, config_path=config_path)
+        return
+    check_bindable(settings.listen_host, settings.listen_port)
+    supervise(settings.workers, _serve_worker, (settings, config_path), shutdown_timeout=settings.shutdown_timeout)

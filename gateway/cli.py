@@ -1,22 +1,24 @@
-"""Command line: `oidc-gateway [run] --config PATH` and `oidc-gateway check-config --config PATH`.
+"""Command line: `oidc-gateway [run] --config PATH`, `check-config --config PATH`, `doctor --config PATH`.
 
 Exit codes: 0 on a clean stop or a valid configuration, 2 on a usage error or an invalid
-configuration (every problem printed to stderr as `key.path: reason`, one per line). `--config`
+configuration (every problem printed to stderr as `key.path: reason`, one per line), 1 when it cannot
+serve (the port is taken) or, with `workers` > 1, a worker process failed. `doctor` exits 1 when a
+check against the OP, Redis or an upstream failed (gateway.doctor). `--config`
 may be omitted when OIDC_GATEWAY_CONFIG names the file. No logic lives here: settings come from
-gateway.config, the server from gateway.app.
+gateway.config, the server (and its worker processes) from gateway.app, logging from gateway.web.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from gateway import __version__
 from gateway.config import Settings, load_settings
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, WorkerError
 
 __all__ = ["main"]
 
@@ -24,7 +26,6 @@ CONFIG_ENV = "OIDC_GATEWAY_CONFIG"
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2  # argparse's own code for usage errors; also used for an invalid configuration
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,10 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oidc-gateway", parents=[config],
                                      description="OpenID Connect reverse-proxy gateway.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="{run,check-config}")
+    commands = parser.add_subparsers(dest="command", metavar="{run,check-config,doctor}")
     commands.add_parser("run", parents=[config], help="run the gateway (the default)")
     commands.add_parser("check-config", parents=[config],
                         help="validate the configuration: exit 0 with a summary, or 2 listing every problem")
+    commands.add_parser("doctor", parents=[config],
+                        help="check the OP, Redis and the upstreams with this configuration; exit 1 on a problem")
     return parser
 
 
@@ -53,11 +56,6 @@ def _summary(settings: Settings) -> str:
 def _print_problems(exc: ConfigError) -> None:
     for key, reason in exc.problems:
         print(f"{key}: {reason}", file=sys.stderr)
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(format=LOG_FORMAT, level=level.upper())
-    logging.getLogger().setLevel(level.upper())  # also when a handler was already installed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,14 +76,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         print(_summary(settings))
         return EXIT_OK
-    _configure_logging(settings.log_level)
+    from gateway.web.observability import configure_logging  # lazily, like the server
+
+    if args.command == "doctor":
+        from gateway.doctor import run_doctor
+
+        configure_logging("critical", settings.log_format)  # the report says it all: no duplicate log lines
+        return run_doctor(settings)
     from gateway.app import run_gateway  # lazily: check-config must not import the server
 
+    configure_logging(settings.log_level, settings.log_format)
+
     try:
-        run_gateway(settings)
+        run_gateway(settings, config_path=Path(path))
     except KeyboardInterrupt:
         pass
     except OSError as exc:  # e.g. the port is taken: say so plainly, no traceback
         print(f"oidc-gateway: cannot serve on {settings.listen}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except WorkerError as exc:  # workers > 1: one crashed or would not stop
+        print(f"oidc-gateway: {exc.detail}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK

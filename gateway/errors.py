@@ -2,10 +2,14 @@
 
     GatewayError(status=500, code="server_error")
       ConfigError(problems)                     exit 2 in check-config, never an HTTP response
+      WorkerError                               a worker process failed: exit 1 from run, never an HTTP response
       Unauthenticated(401, "unauthenticated")   + WWW-Authenticate: Bearer
         InvalidToken(401, "invalid_token")      bad signature/alg/iss/aud/exp/nonce
       Forbidden(403, "access_denied")           policy said no
-      LoginError(400, "login_failed")           unknown state, nonce mismatch, OP error response
+      LoginError(400, "login_failed")           foreign state, nonce mismatch, OP error response
+        LoginExpired(400, "login_expired")      unknown, expired or reused state
+        LoginCancelled(400, "login_cancelled")  the OP answered access_denied (the user said no)
+      InvalidRequest(400, "invalid_request")    a machine request we reject (bad logout_token); always JSON
       ProviderError(502, "provider_error")      .error = OAuth code; compare codes, not text
       ProviderUnavailable(503, "provider_unavailable")  OP metadata not loaded / OP unreachable
       StoreUnavailable(503, "store_unavailable")
@@ -13,7 +17,8 @@
       UpstreamError(502, "bad_gateway")
         UpstreamTimeout(504, "gateway_timeout")
 
-`status` and `code` are fixed per class; `detail` is the only per-instance text and is a short,
+`status` and `code` are fixed per class (and `html`: False for errors only machines receive, which
+are answered in JSON whatever `Accept` says); `detail` is the only per-instance text and is a short,
 fixed phrase chosen by the raiser: it never carries a foreign exception's text, a token or a code.
 This module imports nothing from the gateway.
 """
@@ -26,8 +31,11 @@ __all__ = [
     "ConfigError",
     "Forbidden",
     "GatewayError",
+    "InvalidRequest",
     "InvalidToken",
+    "LoginCancelled",
     "LoginError",
+    "LoginExpired",
     "PayloadTooLarge",
     "ProviderError",
     "ProviderUnavailable",
@@ -35,6 +43,7 @@ __all__ = [
     "Unauthenticated",
     "UpstreamError",
     "UpstreamTimeout",
+    "WorkerError",
 ]
 
 
@@ -42,6 +51,7 @@ class GatewayError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "server_error"
     default_detail: ClassVar[str] = "The gateway could not handle this request."
+    html: ClassVar[bool] = True  # False: always rendered as JSON (a server-to-server protocol endpoint)
 
     def __init__(self, detail: str | None = None) -> None:
         self.detail = detail or self.default_detail
@@ -55,6 +65,13 @@ class ConfigError(GatewayError):
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         self.problems = problems
         super().__init__("; ".join(f"{key}: {reason}" for key, reason in problems))
+
+
+class WorkerError(GatewayError):
+    """With `workers` > 1: a worker exited unexpectedly or would not stop; the detail names it."""
+
+    code = "worker_failed"
+    default_detail = "a worker process failed"
 
 
 class Unauthenticated(GatewayError):
@@ -78,6 +95,25 @@ class LoginError(GatewayError):
     status = 400
     code = "login_failed"
     default_detail = "The login could not be completed."
+
+
+class LoginExpired(LoginError):
+    code = "login_expired"
+    default_detail = "This login is unknown, expired or was already used. Please start again."
+
+
+class LoginCancelled(LoginError):
+    code = "login_cancelled"
+    default_detail = "The sign-in was cancelled or access was denied at the identity provider."
+
+
+class InvalidRequest(GatewayError):
+    """An OAuth-style `invalid_request` (RFC 6749 §5.2) to a server-to-server caller, e.g. BCL §2.8."""
+
+    status = 400
+    code = "invalid_request"
+    default_detail = "The request is not valid."
+    html = False
 
 
 class ProviderError(GatewayError):

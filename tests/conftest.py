@@ -1,7 +1,8 @@
 """Shared fixtures: settings_factory, a clock, a real Redis (own key prefix), the real OP, gateways.
 
 Redis: REDIS_URL (default redis://127.0.0.1:6379/0); each test gets a unique key prefix and deletes
-only its own keys. The OP: tests/op/server.js (node oidc-provider), one per test session.
+only its own keys. The OP: tests/op/server.js (node oidc-provider), one per test session. A Redis
+Cluster and a Sentinel (tests/support/redis_plugin.py) start on first use, once per test session.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.config import Settings, settings_from_mapping
 
-pytest_plugins = ["tests.support.op_plugin"]
+pytest_plugins = ["tests.support.op_plugin", "tests.support.redis_plugin"]
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 COOKIE_SECRET = "test-cookie-secret-0123456789abcdef0123456789"

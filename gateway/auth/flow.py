@@ -5,8 +5,14 @@ on first sight, 10-minute TTL) that was started by this very browser (the login-
 hash is stored with the state), when `iss`, if sent, is our issuer (RFC 9207), and when the code
 exchange returns an ID token that verifies with this login's nonce. Rejects everything else with a
 LoginError page (400): unknown, reused or foreign state, an OP error response, a bad ID token, a
-userinfo `sub` that differs. Each successful login gets a fresh session id (no fixation) and the
-previous session, if any, is deleted. Return paths go through safe_return_path (no open redirects).
+userinfo `sub` that differs (an unknown or spent state is LoginExpired, the OP's access_denied
+LoginCancelled). Each successful login gets a fresh session id (no fixation) and the previous
+session, if any, is deleted. Return paths go through safe_return_path (no open redirects). A login
+that carries a preserved form POST ends with a page that re-POSTs it to the return path (rendered by
+the web layer's `replay_post`) instead of a redirect.
+
+Sign-out lands on `rd` when given, else on SIGNED_OUT_PATH: a page, never a redirect, since the
+application's `/` would send a signed-out browser straight back to the OP (a login loop).
 """
 
 from __future__ import annotations
@@ -14,24 +20,32 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 from multidict import MultiDictProxy
 
 from gateway.auth.cookie_session import SessionAuthenticator
+from gateway.auth.preserve import Form
 from gateway.auth.redirect import safe_return_path
 from gateway.config import Settings
-from gateway.errors import InvalidToken, LoginError, ProviderError
+from gateway.errors import InvalidToken, LoginCancelled, LoginError, LoginExpired, ProviderError
 from gateway.oidc.client import OIDCClient, TokenSet
 from gateway.oidc.verify import Claims
 from gateway.session.cookie import SignedCookie
 from gateway.session.model import PendingLogin, Session
 from gateway.session.store import SessionStore
 
-__all__ = ["LoginFlow"]
+__all__ = ["SIGNED_OUT_PATH", "SIGN_OUT_PATH", "START_PATH", "LoginFlow", "ReplayPost"]
 
 log = logging.getLogger(__name__)
+
+START_PATH = "/oauth2/start"
+SIGN_OUT_PATH = "/oauth2/sign_out"
+SIGNED_OUT_PATH = "/oauth2/signed_out"
+
+# (request, same-origin path, fields) → the page that POSTs the fields there (gateway.web.pages).
+ReplayPost = Callable[[web.Request, str, Sequence[tuple[str, str]]], web.StreamResponse]
 
 _OAUTH_ERROR_CODE = re.compile(r"^[a-z_]{1,64}$")
 
@@ -43,7 +57,8 @@ def _binding_hash(value: str) -> str:
 class LoginFlow:
     def __init__(self, settings: Settings, client: OIDCClient, store: SessionStore,
                  sessions: SessionAuthenticator, session_cookie: SignedCookie, login_cookie: SignedCookie, *,
-                 clock: Callable[[], float], on_login: Callable[[str, str], None] | None = None) -> None:
+                 clock: Callable[[], float], on_login: Callable[[str, str], None] | None = None,
+                 replay_post: ReplayPost | None = None) -> None:
         self._settings = settings
         self._client = client
         self._store = store
@@ -52,15 +67,20 @@ class LoginFlow:
         self._login_cookie = login_cookie
         self._clock = clock
         self._on_login = on_login or (lambda outcome, reason: None)
+        self._replay_post = replay_post
 
-    async def begin(self, request: web.Request, rd: str) -> web.StreamResponse:
-        """Remember a new login (state, nonce, PKCE verifier, return path) and send the browser to the OP."""
+    async def begin(self, request: web.Request, rd: str, form: Form | None = None) -> web.StreamResponse:
+        """Remember a new login (state, nonce, PKCE verifier, return path, preserved form) and send the
+        browser to the OP."""
         auth_request = self._client.new_auth_request(safe_return_path(rd))
         location = self._client.authorization_url(auth_request)  # raises ProviderUnavailable first
         binding = self._login_cookie.read(request) or self._login_cookie.new_id()
-        pending = PendingLogin(request=auth_request, binding=_binding_hash(binding), created_at=self._clock())
+        pending = PendingLogin(request=auth_request, binding=_binding_hash(binding), created_at=self._clock(),
+                               form=form if self._replay_post is not None else None)
         await self._store.put_login(auth_request.state, pending, ttl=self._settings.session.login_timeout)
-        response = web.Response(status=302, headers={"Location": str(location), "Cache-Control": "no-store"})
+        # 303 after a POST: the browser follows with a GET (RFC 9110 §15.4.4).
+        status = 303 if request.method == "POST" else 302
+        response = web.Response(status=status, headers={"Location": str(location), "Cache-Control": "no-store"})
         self._login_cookie.set(response, binding)
         return response
 
@@ -81,14 +101,15 @@ class LoginFlow:
             raise LoginError("The identity provider's response could not be verified.") from None
 
     async def _complete(self, request: web.Request,
-                        params: MultiDictProxy[str] | MultiDictProxy[str | bytes | web.FileField]) -> web.Response:
+                        params: MultiDictProxy[str] | MultiDictProxy[str | bytes | web.FileField]
+                        ) -> web.StreamResponse:
         state = _single(params, "state")
         if state is None:
             raise LoginError("The login response has no state. Please start again.")
         pending = await self._store.take_login(state)
         if pending is None:
             log.warning("login rejected: unknown, expired or reused state")
-            raise LoginError("This login link is unknown, expired or was already used. Please start again.")
+            raise LoginExpired("This login link is unknown, expired or was already used. Please start again.")
         binding = self._login_cookie.read(request)
         if binding is None or _binding_hash(binding) != pending.binding:
             log.warning("login rejected: state not bound to this browser")
@@ -102,7 +123,7 @@ class LoginFlow:
             code = error if _OAUTH_ERROR_CODE.match(error) else "invalid_error"
             log.warning("login rejected: the OP answered error=%s", code)
             if code == "access_denied":
-                raise LoginError("The sign-in was cancelled or access was denied at the identity provider.")
+                raise LoginCancelled("The sign-in was cancelled or access was denied at the identity provider.")
             raise LoginError(f"The identity provider answered with the error “{code}”.")
         tokens = await self._tokens(params, pending)
         claims = tokens.claims
@@ -139,7 +160,7 @@ class LoginFlow:
         return tokens
 
     async def _open_session(self, request: web.Request, pending: PendingLogin, tokens: TokenSet,
-                            userinfo: Claims) -> web.Response:
+                            userinfo: Claims) -> web.StreamResponse:
         now = self._clock()
         claims = tokens.claims
         op_sid = claims.get("sid")
@@ -154,16 +175,22 @@ class LoginFlow:
             await self._store.delete(old_sid)
         sid = self._session_cookie.new_id()  # a fresh id at every login: no session fixation
         await self._store.put(sid, session, ttl=self._sessions.ttl(session, now))
-        response = web.Response(status=302, headers={"Location": safe_return_path(pending.request.rd),
-                                                     "Cache-Control": "no-store"})
+        rd = safe_return_path(pending.request.rd)
+        response: web.StreamResponse
+        if pending.form is not None and self._replay_post is not None:
+            response = self._replay_post(request, rd, pending.form)
+        else:
+            response = web.Response(status=302, headers={"Location": rd, "Cache-Control": "no-store"})
         self._session_cookie.set(response, sid)
         self._on_login("success", "")
         log.info("login succeeded", extra={"sub": session.sub})
         return response
 
     async def sign_out(self, request: web.Request) -> web.StreamResponse:
-        """End the local session, revoke its refresh token (RFC 7009), then RP-initiated logout at the OP."""
-        rd = safe_return_path(request.query.get("rd"))
+        """End the local session, revoke its refresh token (RFC 7009), then RP-initiated logout at the OP.
+
+        The browser ends up on `rd`, or on the signed-out page when there is none."""
+        rd = safe_return_path(request.query["rd"]) if "rd" in request.query else SIGNED_OUT_PATH
         loaded = await self._sessions.load(request)
         id_token = None
         if loaded is not None:

@@ -3,8 +3,10 @@
 Applies to the proxy route only (the gateway's own endpoints authenticate themselves). Public paths
 pass without identity. Otherwise the authenticators are asked in order; the first Identity wins, and a
 present-but-bad credential raises (401). With no credential, a browser navigation (GET/HEAD accepting
-text/html) is sent to the OP to log in, returning to this very path afterwards; anything else gets
-401 + `WWW-Authenticate: Bearer`. The policy then allows or raises Forbidden (403).
+text/html) is sent to the OP to log in, returning to this very path afterwards; so is a same-origin
+form POST to an upstream with `preserve_post` (gateway.auth.preserve), whose fields are replayed
+after the login. Anything else gets 401 + `WWW-Authenticate: Bearer` (a fetch/XHR never gets an
+HTML redirect). The policy then allows or raises Forbidden (403).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from aiohttp.typedefs import Handler
 
 from gateway.auth.identity import IDENTITY, Identity
 from gateway.auth.policy import AccessPolicy
+from gateway.auth.preserve import Form, PostPreserver
 from gateway.errors import Unauthenticated
 
-__all__ = ["PROXY_ROUTE", "Authenticator", "auth_middleware", "authenticate", "is_browser_navigation",
-           "wants_html"]
+__all__ = ["PROXY_ROUTE", "Authenticator", "StartLogin", "auth_middleware", "authenticate",
+           "is_browser_navigation", "wants_html"]
 
 PROXY_ROUTE = "proxy"
 
@@ -45,11 +48,16 @@ async def authenticate(request: web.Request, authenticators: Sequence[Authentica
     return None
 
 
-StartLogin = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
+class StartLogin(Protocol):
+    """LoginFlow.begin: send the browser to the OP, back to `rd` (re-POSTing `form`, when given) after."""
+
+    def __call__(self, request: web.Request, rd: str, form: Form | None = None, /) -> Awaitable[web.StreamResponse]:
+        ...
 
 
-def auth_middleware(authenticators: Sequence[Authenticator], policy: AccessPolicy,
-                    start_login: StartLogin) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def auth_middleware(authenticators: Sequence[Authenticator], policy: AccessPolicy, start_login: StartLogin,
+                    preserver: PostPreserver | None = None,
+                    ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.match_info.route.name != PROXY_ROUTE or policy.is_public(request.path):
@@ -58,6 +66,9 @@ def auth_middleware(authenticators: Sequence[Authenticator], policy: AccessPolic
         if identity is None:
             if is_browser_navigation(request):
                 return await start_login(request, request.raw_path)
+            form = await preserver.capture(request) if preserver is not None else None
+            if form is not None:
+                return await start_login(request, request.raw_path, form)
             raise Unauthenticated()
         policy.check(identity)
         request[IDENTITY] = identity

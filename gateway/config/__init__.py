@@ -13,7 +13,8 @@ would drop, upstreams that shadow the gateway's own endpoints or point back at t
 rules are field validators reading `info.data`, so they still run when an unrelated key is wrong.
 Reasons never contain a secret's value.
 
-Layout: `values` (durations, URL/host checks, annotated field types), `models` (one model per YAML
+Layout: `values` (durations, URL/host checks, annotated field types), `redis_url` (Redis URLs: one
+node, Sentinel, Cluster, TLS, ACL; pure parsing), `models` (one model per YAML
 section), `settings` (the root Settings and the rules that span sections), `loading` (YAML, `${ENV}`,
 `*_file`, pydantic errors → (key path, reason), settings_from_mapping, load_settings).
 """

@@ -216,7 +216,8 @@ def settings_from_mapping(
     data = _interpolate(raw, "", environ, problems)
     data = _resolve_files(data, Settings, "", base_dir or Path.cwd(), problems)
     try:
-        settings = Settings.model_validate(data)
+        # base_dir: relative paths among the settings (pages_dir) resolve like the *_file twins.
+        settings = Settings.model_validate(data, context={"base_dir": base_dir or Path.cwd()})
     except ValidationError as exc:
         # A key already reported (unset variable, unreadable file) is not reported again.
         reported = {p for p, _ in problems} | {p.removesuffix("_file") for p, _ in problems}

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
+from gateway.config.redis_url import RedisTarget, has_hash_tag, parse_redis_url
 from gateway.config.values import (
     Duration,
     HttpUrl,
@@ -36,6 +37,9 @@ _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _LOGIN_COOKIE_SUFFIX = "_login"
 _MAX_CLOCK_SKEW = 600.0  # mod_auth_openidc's default iat slack; more would accept stale tokens
 _MAX_LOGIN_TIMEOUT = 3600.0
+# A preserved form lives in the session store with the pending login, and comes back in a page.
+_PRESERVE_POST_DEFAULT = 64 * 1024
+_PRESERVE_POST_MAX = 1024 * 1024
 
 
 def _have(info: ValidationInfo, *names: str) -> bool:
@@ -173,6 +177,7 @@ class OIDCSettings(_Model):
 class SessionSettings(_Model):
     store: Literal["redis", "memory"] = "redis"
     redis_url: str | None = None
+    redis_username: str | None = None  # Redis 6 ACL user; or in redis_url
     redis_password: SecretStr | None = None
     key_prefix: NonEmptyStr = "oidc-gateway:"
     cookie_name: str = "_oidc_gateway"
@@ -190,9 +195,34 @@ class SessionSettings(_Model):
         if url is None:
             if info.data.get("store") == "redis":
                 raise ValueError("is required when store is redis")
-        elif urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        else:
+            parse_redis_url(url)  # its ValueError names what is wrong, never the URL (it may hold a password)
         return url
+
+    @field_validator("redis_username", "redis_password")
+    @classmethod
+    def _credentials_in_one_place(cls, value: str | SecretStr | None, info: ValidationInfo) -> str | SecretStr | None:
+        if value is None:
+            return None
+        if not (value.get_secret_value() if isinstance(value, SecretStr) else value):
+            raise ValueError("must not be empty (omit it when Redis needs none)")
+        url = info.data.get("redis_url")
+        target = parse_redis_url(url) if url else None
+        in_url = target is not None and (target.username if info.field_name == "redis_username" else target.password)
+        if in_url:
+            what = "user name" if info.field_name == "redis_username" else "password"
+            raise ValueError(f"is set but redis_url already carries a {what}: set it in one place")
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _cluster_hash_tag(cls, prefix: str, info: ValidationInfo) -> str:
+        url = info.data.get("redis_url")
+        if url and parse_redis_url(url).mode == "cluster" and not has_hash_tag(prefix):
+            raise ValueError(
+                "must contain a hash tag such as {oidc-gateway}: with a redis+cluster:// URL: the store updates "
+                "a session and its logout indexes together, so all its keys must hash to one cluster slot")
+        return prefix
 
     @field_validator("cookie_name")
     @classmethod
@@ -241,6 +271,11 @@ class SessionSettings(_Model):
         return timeout
 
     @property
+    def redis_target(self) -> RedisTarget | None:
+        """The parsed redis_url: one node, Sentinel or Cluster."""
+        return None if self.redis_url is None else parse_redis_url(self.redis_url)
+
+    @property
     def login_cookie_name(self) -> str:
         """The short-lived cookie that carries a pending login (state, nonce, code_verifier)."""
         return f"{self.cookie_name}{_LOGIN_COOKIE_SUFFIX}"
@@ -253,6 +288,9 @@ class UpstreamSettings(_Model):
     read_timeout: PositiveDuration = 60.0
     websockets: bool = True
     pass_host_header: bool = False  # send the client's Host upstream instead of the upstream's own
+    # OIDCPreservePost: a same-origin form POST without a session is replayed after the login.
+    preserve_post: bool = False
+    preserve_post_max_size: int = Field(default=_PRESERVE_POST_DEFAULT, ge=1, le=_PRESERVE_POST_MAX)
 
     @field_validator("path")
     @classmethod

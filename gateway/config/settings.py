@@ -3,13 +3,15 @@
 A Secure cookie needs an https public_url, and a cookie_domain must cover the public_url host (browsers
 would drop the cookie otherwise). Upstream paths must be unique and must not shadow the gateway's own
 endpoints; an upstream URL must not point back at the gateway (listen or public_url). Bearer tokens
-need oidc.jwks_uri when discovery is off.
+need oidc.jwks_uri when discovery is off. A pages_dir must be an existing directory whose *.html files
+read as UTF-8 (a relative one resolves against the config file's directory, as `*_file` paths do).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
@@ -27,14 +29,18 @@ from gateway.config.values import Duration, HttpUrl, _lower, _points_at_gateway,
 __all__ = ["Settings"]
 
 _RESERVED_PATHS = ("/oauth2", "/healthz", "/readyz", "/metrics")  # the gateway's own endpoints
+_MIN_WORKERS, _MAX_WORKERS = 1, 64
 
 
 class Settings(_Model):
     listen: str = "127.0.0.1:4180"
     public_url: HttpUrl
     log_level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
+    log_format: Annotated[Literal["text", "json", "logfmt"], BeforeValidator(_lower)] = "text"
     shutdown_timeout: Duration = 30.0
+    workers: int = 1  # processes serving `listen` together (SO_REUSEPORT)
     max_body_size: int = Field(default=0, ge=0)  # 0 = unlimited (streamed)
+    pages_dir: Path | None = None  # overrides of gateway/web/templates/*.html; None = the built-in pages
     oidc: OIDCSettings
     session: SessionSettings
     upstreams: list[UpstreamSettings] = Field(min_length=1)
@@ -56,6 +62,38 @@ class Settings(_Model):
         elif ":" in host:
             raise ValueError("an IPv6 host needs brackets, e.g. [::]:4180")
         return listen
+
+    @field_validator("workers")
+    @classmethod
+    def _worker_count(cls, workers: int) -> int:
+        if not _MIN_WORKERS <= workers <= _MAX_WORKERS:
+            raise ValueError(f"must be from {_MIN_WORKERS} to {_MAX_WORKERS} (one per CPU core is typical)")
+        return workers
+
+    @field_validator("pages_dir", mode="before")
+    @classmethod
+    def _pages_dir_given(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty (leave it out, or null, for the built-in pages)")
+        return value
+
+    @field_validator("pages_dir")
+    @classmethod
+    def _pages_dir(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        if path is None:
+            return None
+        if not path.is_absolute():
+            path = Path((info.context or {}).get("base_dir") or Path.cwd()) / path
+        if not path.exists():
+            raise ValueError(f"{path} does not exist")
+        if not path.is_dir():
+            raise ValueError(f"{path} is not a directory")
+        for template in sorted(path.glob("*.html")):
+            try:
+                template.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                raise ValueError(f"{template.name} can't be read as UTF-8 text") from None
+        return path
 
     @field_validator("public_url")
     @classmethod
@@ -84,6 +122,16 @@ class Settings(_Model):
                 f"{domain!r} does not cover the public_url host {host!r}: browsers would reject the cookie")))
         if problems:
             raise _Problems(problems)
+        return session
+
+    @field_validator("session")
+    @classmethod
+    def _store_shared_by_workers(cls, session: SessionSettings, info: ValidationInfo) -> SessionSettings:
+        workers = info.data.get("workers", 1)
+        if workers > 1 and session.store == "memory":
+            raise _Problems([("session.store", (
+                f"must be redis with workers: {workers}: each worker process has its own memory, so a session "
+                "made by one worker would be unknown to the others; use store: redis, or workers: 1"))])
         return session
 
     @field_validator("upstreams")

@@ -41,11 +41,16 @@ class KeySet:
         self._keys: list[tuple[str | None, dict[str, Any], jwt.PyJWK]] = []
         self._fetched_at: float | None = None
         self._lock = asyncio.Lock()
-        self.fetches = 0
+        self.fetches = 0  # attempts; gateway.web.observability exposes these as metrics
+        self.failures = 0
 
     @property
     def loaded(self) -> bool:
         return self._fetched_at is not None
+
+    @property
+    def key_count(self) -> int:
+        return len(self._keys)
 
     async def refresh(self, *, force: bool = False) -> bool:
         """Fetch the JWKS unless fetched within the minimum interval. True when a new set was stored."""
@@ -65,6 +70,7 @@ class KeySet:
                     document = json.loads(await resp.read())
                 self.load(document)
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                self.failures += 1
                 log.error("JWKS fetch from %s failed (%s); keeping %d cached key(s)",
                           uri, type(exc).__name__, len(self._keys))
                 return False

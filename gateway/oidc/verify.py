@@ -8,6 +8,13 @@ confusion: the key type is chosen by the allow-listed alg, never by the token), 
 our client_id, `exp` in the past or `iat` missing or in the future (both with the clock skew),
 `nbf` in the future, a missing `sub`, a `nonce` other than this login's, and a wrong or (where the
 flow requires it) missing `at_hash` / `c_hash`.
+
+Logout Tokens (Back-Channel Logout 1.0 §2.6) go through the same decoding (ID-token alg allow-list,
+JWKS or client secret) and the same iss/aud/iat/exp rules, except that `exp` may be absent (then the
+token lives LOGOUT_TOKEN_MAX_AGE from `iat`) and `sub` is optional. Also rejected: a `typ` header
+other than `logout+jwt` or the generic `JWT` (§2.4, RFC 7515 §4.1.9), `events` without a JSON object
+under the back-channel-logout event, neither `sid` nor `sub`, any `nonce` (§2.4: so an ID token can
+never pass as a logout token), and a missing `jti`. Replay (§2.6 step 8) is the caller's check.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
@@ -23,11 +31,28 @@ import jwt
 from gateway.errors import InvalidToken
 from gateway.oidc.jwks import KeySet
 
-__all__ = ["Claims", "TokenVerifier", "token_hash"]
+__all__ = ["LOGOUT_EVENT", "LOGOUT_TOKEN_MAX_AGE", "Claims", "LogoutToken", "TokenVerifier", "token_hash"]
 
 Claims = dict[str, Any]
 
 _HASHES = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
+
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+LOGOUT_TOKEN_MAX_AGE = 600.0  # seconds after `iat` that a logout token without `exp` is accepted
+# BCL 1.0 §2.4 recommends typ=logout+jwt; no typ and the generic "JWT" (Keycloak before 25, older
+# Authentik) are accepted too: the events claim and the nonce ban already tell ID tokens apart (§4.1).
+_LOGOUT_TYPES: frozenset[str | None] = frozenset({None, "logout+jwt", "jwt"})
+
+
+@dataclass(frozen=True, slots=True)
+class LogoutToken:
+    """A verified logout token: whose sessions to end, and until when its `jti` must be remembered."""
+
+    iss: str
+    sub: str | None
+    sid: str | None
+    jti: str
+    not_after: float  # the verifier rejects this token from then on (exp or iat + max age, plus skew)
 
 
 def token_hash(value: str, alg: str) -> str:
@@ -52,7 +77,8 @@ class TokenVerifier:
         self._skew = clock_skew
         self._clock = clock
 
-    async def _decode(self, raw: str, allowed: frozenset[str]) -> tuple[str, Claims]:
+    async def _decode(self, raw: str, allowed: frozenset[str],
+                      typs: frozenset[str | None] | None = None) -> tuple[str, Claims]:
         try:
             header = jwt.get_unverified_header(raw)
         except jwt.PyJWTError:
@@ -60,6 +86,8 @@ class TokenVerifier:
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in allowed:
             raise InvalidToken("signing algorithm not allowed")
+        if typs is not None and _media_type(header.get("typ")) not in typs:
+            raise InvalidToken("token type not allowed")
         if alg.startswith("HS"):
             if self._secret is None:
                 raise InvalidToken("signing algorithm not allowed")
@@ -80,10 +108,10 @@ class TokenVerifier:
             raise InvalidToken("malformed token") from None
         return alg, claims
 
-    def _check_time(self, claims: Claims, *, require_iat: bool) -> None:
+    def _check_time(self, claims: Claims, *, require_iat: bool, require_exp: bool = True) -> None:
         now = self._clock()
         exp = claims.get("exp")
-        if not _is_number(exp) or exp + self._skew <= now:
+        if (exp is not None or require_exp) and (not _is_number(exp) or exp + self._skew <= now):
             raise InvalidToken("token expired")
         iat = claims.get("iat")
         if iat is None and not require_iat:
@@ -95,16 +123,15 @@ class TokenVerifier:
             raise InvalidToken("token not yet valid")
 
     def _check_issuer_subject(self, claims: Claims) -> None:
-        if claims.get("iss") != self._issuer:
-            raise InvalidToken("issuer mismatch")
+        self._check_issuer(claims)
         if not isinstance(claims.get("sub"), str) or not claims["sub"]:
             raise InvalidToken("subject missing")
 
-    async def id_token(self, raw: str, *, nonce: str | None, access_token: str | None = None,
-                       code: str | None = None, require_at_hash: bool = False,
-                       require_c_hash: bool = False) -> Claims:
-        alg, claims = await self._decode(raw, self._id_algs)
-        self._check_issuer_subject(claims)
+    def _check_issuer(self, claims: Claims) -> None:
+        if claims.get("iss") != self._issuer:
+            raise InvalidToken("issuer mismatch")
+
+    def _check_audience(self, claims: Claims) -> None:
         aud = claims.get("aud")
         audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
         if self._client_id not in audiences:
@@ -112,6 +139,13 @@ class TokenVerifier:
         # OIDC Core §3.1.3.7 (4)-(5): several audiences need azp == client_id.
         if (len(audiences) > 1 or "azp" in claims) and claims.get("azp") != self._client_id:
             raise InvalidToken("authorized party mismatch")
+
+    async def id_token(self, raw: str, *, nonce: str | None, access_token: str | None = None,
+                       code: str | None = None, require_at_hash: bool = False,
+                       require_c_hash: bool = False) -> Claims:
+        alg, claims = await self._decode(raw, self._id_algs)
+        self._check_issuer_subject(claims)
+        self._check_audience(claims)
         self._check_time(claims, require_iat=True)
         if nonce is not None:
             got = claims.get("nonce")
@@ -131,6 +165,40 @@ class TokenVerifier:
             raise InvalidToken("audience mismatch")
         self._check_time(claims, require_iat=False)
         return claims
+
+    async def logout_token(self, raw: str) -> LogoutToken:
+        """A Back-Channel Logout token (BCL 1.0 §2.6 steps 2-7), verified like an ID token where it says so."""
+        _, claims = await self._decode(raw, self._id_algs, _LOGOUT_TYPES)
+        self._check_issuer(claims)
+        self._check_audience(claims)
+        self._check_time(claims, require_iat=True, require_exp=False)
+        events = claims.get("events")
+        if not isinstance(events, dict) or not isinstance(events.get(LOGOUT_EVENT), dict):
+            raise InvalidToken("logout event missing")
+        sid, sub = claims.get("sid"), claims.get("sub")
+        if sid is None and sub is None:
+            raise InvalidToken("sid and sub missing")
+        if not all(value is None or (isinstance(value, str) and value) for value in (sid, sub)):
+            raise InvalidToken("sid or sub malformed")
+        if "nonce" in claims:
+            raise InvalidToken("nonce present")
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or not jti:
+            raise InvalidToken("jti missing")
+        exp = claims.get("exp")
+        not_after = (exp if exp is not None else claims["iat"] + LOGOUT_TOKEN_MAX_AGE) + self._skew
+        if not_after <= self._clock():
+            raise InvalidToken("token expired")
+        return LogoutToken(iss=self._issuer, sub=sub, sid=sid, jti=jti, not_after=float(not_after))
+
+
+def _media_type(typ: Any) -> str | None:
+    """RFC 7515 §4.1.9: `typ` compares case-insensitively and `application/` may be left out."""
+    if typ is None:
+        return None
+    if not isinstance(typ, str):
+        return ""
+    return typ.lower().removeprefix("application/")
 
 
 def _is_number(value: Any) -> bool:

@@ -27,7 +27,7 @@ from yarl import URL
 from gateway.auth.identity import IDENTITY
 from gateway.auth.policy import has_dot_segment
 from gateway.errors import PayloadTooLarge, UpstreamError, UpstreamTimeout
-from gateway.proxy.headers import downstream_headers, upstream_headers
+from gateway.proxy.headers import REQUEST_ID, downstream_headers, upstream_headers
 from gateway.proxy.routes import Route, UpstreamTable
 from gateway.proxy.websocket import splice
 
@@ -44,8 +44,11 @@ _EMPTY_BODY_STATUSES = frozenset({204, 304})
 _NEEDS_CLEANUP_CLOSED = sys.version_info < (3, 12, 8) or (3, 13, 0) <= sys.version_info < (3, 13, 1)
 
 
-def upstream_client_session(limit: int = 512) -> aiohttp.ClientSession:
-    """The pooled keep-alive session for upstreams; call inside a running loop and close it after."""
+def upstream_client_session(limit: int = 512,
+                            trace_configs: list[aiohttp.TraceConfig] | None = None) -> aiohttp.ClientSession:
+    """The pooled keep-alive session for upstreams; call inside a running loop and close it after.
+
+    `trace_configs` observe each upstream request (gateway.web.observability times them)."""
     connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=10,
                                      enable_cleanup_closed=_NEEDS_CLEANUP_CLOSED)
     return aiohttp.ClientSession(
@@ -55,6 +58,7 @@ def upstream_client_session(limit: int = 512) -> aiohttp.ClientSession:
         timeout=aiohttp.ClientTimeout(total=None),  # every request passes its route's timeout
         skip_auto_headers=_SKIP_AUTO_HEADERS,
         trust_env=False,  # never route upstream traffic through HTTP(S)_PROXY from the environment
+        trace_configs=trace_configs,
     )
 
 
@@ -86,7 +90,8 @@ class Forwarder:
             raise web.HTTPBadRequest(text="Bad Request: websockets are not enabled for this path")
         headers = upstream_headers(request.headers, request.get(IDENTITY), cookie_names=self._cookie_names,
                                    peer=request.remote, forwarded_proto=self._proto,
-                                   pass_host=route.upstream.pass_host_header, websocket=websocket)
+                                   pass_host=route.upstream.pass_host_header, websocket=websocket,
+                                   request_id=request.get(REQUEST_ID))
         url = route.url_for(request.rel_url.raw_path, request.rel_url.raw_query_string)
         if websocket:
             return await self._websocket(request, route, url, headers)

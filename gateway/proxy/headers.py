@@ -13,7 +13,9 @@ input. Before forwarding:
 * the gateway owns the forwarding headers: a client `X-Forwarded-For` is kept and the peer address
   appended (the upstream must trust only the last hop); every other `X-Forwarded-*`, `Forwarded`
   and `X-Real-IP` from the client is dropped, then X-Forwarded-Proto/-Host and X-Real-IP are set;
-* the gateway's own cookies never leave it (interface.md, "What the upstream receives").
+* the gateway's own cookies never leave it (interface.md, "What the upstream receives");
+* X-Request-Id is the gateway's: the id gateway.web.request_id chose for this request (the client's
+  own when it was a sane token) replaces whatever the client sent.
 
 Identity values (claims come from the OP) are sanitised: control characters (C0, DEL, C1; hence
 CR/LF/NUL) are removed, non-ASCII is kept and sent as UTF-8, and a value longer than
@@ -27,17 +29,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from aiohttp import hdrs
+from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.auth.identity import Identity
 
-__all__ = ["HOP_BY_HOP", "MAX_HEADER_VALUE", "downstream_headers", "identity_headers", "strip_cookies",
-           "upstream_headers"]
+__all__ = ["HOP_BY_HOP", "MAX_HEADER_VALUE", "REQUEST_ID", "downstream_headers", "identity_headers",
+           "strip_cookies", "upstream_headers"]
 
 log = logging.getLogger(__name__)
 
 MAX_HEADER_VALUE = 8 * 1024  # bytes, UTF-8 encoded
+
+# This request's id, set by gateway.web.request_id before anything else runs; sent as X-Request-Id.
+REQUEST_ID = web.RequestKey("request_id", str)
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -145,12 +150,14 @@ def upstream_headers(
     forwarded_proto: str,
     pass_host: bool = False,
     websocket: bool = False,
+    request_id: str | None = None,
 ) -> CIMultiDict[str]:
     """The headers to send upstream for a client request with `headers` (see the module docstring).
 
     `peer` is the client's address (appended to X-Forwarded-For); `pass_host` keeps the client's
     Host (otherwise the HTTP client sets the upstream's); `websocket` also drops the client's
-    handshake headers, which the upstream handshake generates afresh.
+    handshake headers, which the upstream handshake generates afresh; `request_id`, when given,
+    replaces the client's X-Request-Id.
     """
     connection = _connection_tokens(headers)
     chunked = hdrs.TRANSFER_ENCODING in headers
@@ -184,6 +191,8 @@ def upstream_headers(
             continue  # RFC 9112 §6.3: Transfer-Encoding overrides Content-Length
         elif websocket and lower in _WS_HANDSHAKE:
             continue
+        elif norm == "x-request-id" and request_id is not None:  # also X_Request_Id (CGI reads it alike)
+            continue
         out.add(name, value)
 
     if peer:
@@ -194,6 +203,8 @@ def upstream_headers(
     out["X-Forwarded-Proto"] = forwarded_proto
     if client_host:
         out["X-Forwarded-Host"] = client_host
+    if request_id is not None:
+        out["X-Request-Id"] = request_id
     if identity is not None:
         out.update(identity_headers(identity))
     return out

@@ -73,3 +73,10 @@ class UpstreamTable:
             ):
                 return route
         return None
+
+    def preserve_post_limit(self, path: str) -> int:
+        """The preserve_post_max_size of the upstream serving `path`; 0 when it doesn't preserve POSTs."""
+        route = self.match(path)
+        if route is None or not route.upstream.preserve_post:
+            return 0
+        return route.upstream.preserve_post_max_size

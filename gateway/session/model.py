@@ -54,12 +54,20 @@ class PendingLogin:
     request: AuthRequest
     binding: str  # SHA-256 hex of the browser-binding cookie value that started this login
     created_at: float
+    # A form POST that arrived without a session (upstreams[].preserve_post): its fields, replayed to
+    # `request.rd` after the login. None: a plain login. May hold user input: repr=False, never logged.
+    form: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
 
     def dumps(self) -> bytes:
-        return json.dumps({"request": asdict(self.request), "binding": self.binding,
-                           "created_at": self.created_at}, separators=(",", ":")).encode()
+        data: dict[str, Any] = {"request": asdict(self.request), "binding": self.binding,
+                                "created_at": self.created_at}
+        if self.form is not None:
+            data["form"] = [list(pair) for pair in self.form]
+        return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
     def loads(cls, raw: bytes | str) -> PendingLogin:
         data = json.loads(raw)
-        return cls(request=AuthRequest(**data["request"]), binding=data["binding"], created_at=data["created_at"])
+        form = data.get("form")  # absent in records written before preserve_post existed
+        return cls(request=AuthRequest(**data["request"]), binding=data["binding"], created_at=data["created_at"],
+                   form=None if form is None else tuple((str(name), str(value)) for name, value in form))

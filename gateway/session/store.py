@@ -3,6 +3,9 @@
 Stores know nothing of cookies: they keep Session and PendingLogin records under opaque ids, each
 with a TTL. Login states are single-use: `take_login` returns a record at most once. `lock(sid)`
 elects one refresher per session (per process for MemoryStore, across replicas for RedisStore).
+Back-channel logout (BCL 1.0 §2.7): `delete_for_logout` ends the sessions an OP `sid` names, or,
+given only a `sub`, every session of that subject; `remember_jti` records a logout token's `jti`
+so a replay is refused (§2.6 step 8).
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ class SessionStore(Protocol):
     async def put_login(self, state: str, pending: PendingLogin, *, ttl: float) -> None: ...
     async def take_login(self, state: str) -> PendingLogin | None: ...
     async def ping(self) -> None: ...
+    async def delete_for_logout(self, iss: str, *, sid: str | None, sub: str | None) -> int:
+        """End the sessions of OP session `sid`, or with only `sub` all of that subject's; returns how many."""
+        ...
+    async def remember_jti(self, iss: str, jti: str, *, ttl: float) -> bool:
+        """Record a logout token id for `ttl` seconds: True when it was not seen before (atomically)."""
+        ...
     def lock(self, sid: str, *, ttl: float) -> AbstractAsyncContextManager[bool]:
         """Try to become the one refresher of `sid`: yields True when held (released on exit), else False."""
         ...
@@ -36,6 +45,7 @@ class MemoryStore:
         self._sessions: dict[str, tuple[float, bytes]] = {}
         self._logins: dict[str, tuple[float, bytes]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._jtis: dict[tuple[str, str], float] = {}
 
     def _purge(self) -> None:
         now = self._clock()
@@ -69,6 +79,23 @@ class MemoryStore:
     async def ping(self) -> None:
         return None
 
+    async def delete_for_logout(self, iss: str, *, sid: str | None, sub: str | None) -> int:
+        now = self._clock()
+        ended = [key for key, (deadline, raw) in self._sessions.items()
+                 if deadline > now and _ended_by_logout(Session.loads(raw), iss, sid=sid, sub=sub)]
+        for key in ended:
+            del self._sessions[key]
+        return len(ended)
+
+    async def remember_jti(self, iss: str, jti: str, *, ttl: float) -> bool:
+        now = self._clock()
+        for key in [k for k, deadline in self._jtis.items() if deadline <= now]:
+            del self._jtis[key]
+        if (iss, jti) in self._jtis:
+            return False
+        self._jtis[(iss, jti)] = now + ttl
+        return True
+
     @contextlib.asynccontextmanager
     async def lock(self, sid: str, *, ttl: float) -> AsyncIterator[bool]:
         lock = self._locks.setdefault(sid, asyncio.Lock())
@@ -80,3 +107,12 @@ class MemoryStore:
                 yield True
             finally:
                 self._locks.pop(sid, None)
+
+
+def _ended_by_logout(session: Session, iss: str, *, sid: str | None, sub: str | None) -> bool:
+    """BCL 1.0 §2.7: a `sid` names the OP session to end (even when `sub` comes too); only `sub`: all of them."""
+    if session.iss != iss:
+        return False
+    if sid is not None:
+        return session.op_sid == sid
+    return sub is not None and session.sub == sub

@@ -1,68 +1,279 @@
-"""Metrics (a per-app prometheus CollectorRegistry) and the redacting access logger.
+"""Metrics (a per-app prometheus CollectorRegistry) and the structured access logger.
+
+Metric names follow the Prometheus conventions (`oidc_gateway_` prefix, base units, `_total` for
+counters, `_seconds` for durations); every label has a small, fixed set of values: route names,
+upstream origins from the config, outcomes and reasons chosen here (never a path, user or token).
 
 The access log records method, path without the query string (codes, states and tokens travel in
-queries), status, size and duration: never headers, cookies or bodies.
+queries), status, size, duration, route, the request id and the authenticated `sub`: never headers,
+cookies or bodies.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
+import re
 import time
-from collections.abc import Awaitable, Callable
+import types
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, cast
 
+import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-__all__ = ["AccessLogger", "Metrics"]
+from gateway import __version__
+from gateway.auth.identity import IDENTITY
+from gateway.auth.middleware import Authenticator
+from gateway.errors import GatewayError, InvalidToken
+from gateway.oidc.jwks import KeySet
+from gateway.proxy.headers import REQUEST_ID
+from gateway.session.store import SessionStore
+from gateway.web.logs import TEXT_FORMAT, bind_request, configure_logging
+
+__all__ = ["LOG_FORMAT", "AccessLogger", "Metrics", "configure_logging"]
+
+LOG_FORMAT = TEXT_FORMAT  # kept for importers from before gateway.web.logs
+
+_STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_SLUG = re.compile(r"[a-z][a-z0-9_]{0,39}")
+# LoginError details are fixed phrases (gateway.auth.flow); the metric gets a fixed reason for each.
+_LOGIN_REASONS = (
+    ("has no state", "missing_state"),
+    ("unknown, expired or was already used", "unknown_state"),
+    ("another browser", "browser_mismatch"),
+    ("unexpected identity provider", "issuer_mismatch"),
+    ("cancelled or access was denied", "access_denied"),
+    ("answered with the error", "op_error"),
+    ("did not accept the login", "token_exchange_failed"),
+    ("could not be verified", "invalid_id_token"),
+    ("no id token", "incomplete_response"),
+    ("no authorization code", "incomplete_response"),
+    ("malformed", "malformed_response"),
+)
+
+
+def login_reason(reason: str) -> str:
+    """A bounded metric label for a login failure: a known slug, or the slug of a known phrase, or other."""
+    if _SLUG.fullmatch(reason):
+        return reason
+    lowered = reason.lower()
+    return next((slug for phrase, slug in _LOGIN_REASONS if phrase in lowered), "other")
+
+
+def _slug(text: str) -> str:
+    """`token expired` → `token_expired`: InvalidToken details are fixed phrases in gateway.oidc.verify."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:40] or "other"
+
+
+class _KeySetCollector(Collector):
+    """JWKS fetches and cached keys, read from the running KeySet at scrape time (oidc never sees web)."""
+
+    def __init__(self) -> None:
+        self.keys: KeySet | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        fetches = CounterMetricFamily("oidc_gateway_jwks_fetches", "JWKS fetches from the OP by outcome",
+                                      labels=["outcome"])
+        cached = GaugeMetricFamily("oidc_gateway_jwks_keys", "Signing keys in the JWKS cache")
+        if self.keys is not None:
+            fetches.add_metric(["success"], self.keys.fetches - self.keys.failures)
+            fetches.add_metric(["failure"], self.keys.failures)
+            cached.add_metric([], self.keys.key_count)
+        yield fetches
+        yield cached
 
 
 class Metrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter("oidc_gateway_http_requests_total", "HTTP requests by route kind and status",
-                                ["route", "status"], registry=self.registry)
-        self.latency = Histogram("oidc_gateway_http_request_duration_seconds", "Time to response headers",
-                                 ["route"], registry=self.registry)
-        self.logins = Counter("oidc_gateway_logins_total", "Completed login callbacks by outcome",
-                              ["outcome"], registry=self.registry)
+        self.registry = registry = CollectorRegistry()
+        self.requests = Counter("oidc_gateway_http_requests_total", "HTTP requests by route and status",
+                                ["route", "status"], registry=registry)
+        self.latency = Histogram("oidc_gateway_http_request_duration_seconds",
+                                 "Time from request to response (headers and streamed body) by route",
+                                 ["route"], registry=registry)
+        self.in_flight = Gauge("oidc_gateway_http_requests_in_flight", "Requests being handled now",
+                               registry=registry)
+        self.upstream_latency = Histogram("oidc_gateway_upstream_request_duration_seconds",
+                                          "Time until an upstream's response headers, by upstream origin",
+                                          ["upstream"], registry=registry)
+        self.upstream_requests = Counter("oidc_gateway_upstream_requests_total",
+                                         "Upstream requests by origin and status (error: no response)",
+                                         ["upstream", "status"], registry=registry)
+        self.logins = Counter("oidc_gateway_logins_total", "Completed login callbacks by outcome and reason",
+                              ["outcome", "reason"], registry=registry)
         self.refreshes = Counter("oidc_gateway_token_refreshes_total", "Refresh grants by outcome",
-                                 ["outcome"], registry=self.registry)
+                                 ["outcome"], registry=registry)
+        self.bearer = Counter("oidc_gateway_bearer_validations_total",
+                              "Bearer tokens checked, by outcome (valid | invalid | error) and reason",
+                              ["outcome", "reason"], registry=registry)
+        self.store_latency = Histogram("oidc_gateway_session_store_duration_seconds",
+                                       "Session store calls by operation", ["operation"],
+                                       buckets=_STORE_BUCKETS, registry=registry)
+        self.store_errors = Counter("oidc_gateway_session_store_errors_total",
+                                    "Failed session store calls by operation", ["operation"], registry=registry)
+        self.backchannel_logouts = Counter("oidc_gateway_backchannel_logouts_total",
+                                           "Back-channel logout requests by outcome (success | rejected)",
+                                           ["outcome"], registry=registry)
+        self.backchannel_sessions = Counter("oidc_gateway_backchannel_logout_sessions_total",
+                                            "Sessions ended by back-channel logout", registry=registry)
+        self.reloads = Counter("oidc_gateway_config_reloads_total", "SIGHUP configuration reloads by outcome",
+                               ["outcome"], registry=registry)
+        self.reloaded_at = Gauge("oidc_gateway_config_last_reload_success_timestamp_seconds",
+                                 "When the running configuration was loaded (start or SIGHUP)", registry=registry)
+        self.reloaded_at.set_to_current_time()
+        Gauge("oidc_gateway_build_info", "The running version", ["version"],
+              registry=registry).labels(version=__version__).set(1)
+        self._keys = _KeySetCollector()
+        registry.register(self._keys)
+
+    # --- callbacks handed to the lower layers by gateway.app ---------------------------------------
+
+    def record_backchannel_logout(self, outcome: str, sessions: int) -> None:
+        self.backchannel_logouts.labels(outcome=outcome).inc()
+        self.backchannel_sessions.inc(sessions)
 
     def record_refresh(self, outcome: str) -> None:
         self.refreshes.labels(outcome=outcome).inc()
 
     def record_login(self, outcome: str, reason: str) -> None:
-        self.logins.labels(outcome=outcome).inc()
+        self.logins.labels(outcome=outcome, reason=login_reason(reason) if outcome != "success" else "none").inc()
+
+    def record_reload(self, ok: bool) -> None:
+        self.reloads.labels(outcome="success" if ok else "failure").inc()
+        if ok:
+            self.reloaded_at.set_to_current_time()
+
+    def watch_keys(self, keys: KeySet) -> None:
+        """Expose this KeySet's fetch counters and cache size."""
+        self._keys.keys = keys
+
+    # --- wrappers ------------------------------------------------------------------------------------
+
+    def instrument_store(self, store: SessionStore) -> SessionStore:
+        """The same store, each coroutine call timed and its failures counted by operation."""
+        return cast(SessionStore, _InstrumentedStore(store, self.store_latency, self.store_errors))
+
+    def count_bearer(self, authenticator: Authenticator) -> Authenticator:
+        """The same authenticator, each Bearer token it judged counted by outcome."""
+        return _CountedBearer(authenticator, self.bearer)
+
+    def upstream_trace(self) -> aiohttp.TraceConfig:
+        """Client tracing for the upstream ClientSession: latency to response headers, status, errors."""
+        trace = aiohttp.TraceConfig()
+
+        async def start(_: aiohttp.ClientSession, ctx: types.SimpleNamespace, __: Any) -> None:
+            ctx.started = time.perf_counter()
+
+        async def end(_: aiohttp.ClientSession, ctx: types.SimpleNamespace, params: aiohttp.TraceRequestEndParams,
+                      ) -> None:
+            self._upstream_done(ctx, params.url, str(params.response.status))
+
+        async def failed(_: aiohttp.ClientSession, ctx: types.SimpleNamespace,
+                         params: aiohttp.TraceRequestExceptionParams) -> None:
+            self._upstream_done(ctx, params.url, "error")
+
+        trace.on_request_start.append(start)
+        trace.on_request_end.append(end)
+        trace.on_request_exception.append(failed)
+        return trace
+
+    def _upstream_done(self, ctx: types.SimpleNamespace, url: Any, status: str) -> None:
+        origin = f"{url.scheme}://{url.host}:{url.port}"
+        self.upstream_requests.labels(upstream=origin, status=status).inc()
+        if status != "error":
+            self.upstream_latency.labels(upstream=origin).observe(time.perf_counter() - ctx.started)
 
     def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
         @web.middleware
         async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            bind_request(request)  # log records from here on carry this request's id
             started = time.perf_counter()
             route = request.match_info.route.name or "other"
             status = 500
+            self.in_flight.inc()
             try:
                 response = await handler(request)
                 status = response.status
                 return response
-            except web.HTTPException as exc:
+            except (web.HTTPException, GatewayError) as exc:  # the error middleware outside renders it
                 status = exc.status
                 raise
             finally:
+                self.in_flight.dec()
                 self.requests.labels(route=route, status=str(status)).inc()
                 self.latency.labels(route=route).observe(time.perf_counter() - started)
 
         return metrics_middleware
 
 
+class _InstrumentedStore:
+    """Delegates every attribute to the wrapped store; coroutine methods are timed (and failures counted)."""
+
+    def __init__(self, store: SessionStore, latency: Histogram, errors: Counter) -> None:
+        self._store = store
+        self._latency = latency
+        self._errors = errors
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._store, name)
+        if not inspect.iscoroutinefunction(target):
+            return target
+        latency, errors = self._latency.labels(operation=name), self._errors.labels(operation=name)
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await target(*args, **kwargs)
+            except Exception:
+                errors.inc()
+                raise
+            finally:
+                latency.observe(time.perf_counter() - started)
+
+        self.__dict__[name] = timed  # found directly from now on: __getattr__ runs once per method
+        return timed
+
+
+class _CountedBearer:
+    def __init__(self, inner: Authenticator, counter: Counter) -> None:
+        self._inner = inner
+        self._counter = counter
+
+    async def authenticate(self, request: web.Request) -> Any:
+        try:
+            identity = await self._inner.authenticate(request)
+        except InvalidToken as exc:
+            self._counter.labels(outcome="invalid", reason=_slug(exc.detail)).inc()
+            raise
+        except GatewayError as exc:  # e.g. the OP's keys could not be loaded
+            self._counter.labels(outcome="error", reason=exc.code).inc()
+            raise
+        if identity is not None:
+            self._counter.labels(outcome="valid", reason="none").inc()
+        return identity
+
+
 class AccessLogger(AbstractAccessLogger):
+    """One record per request on `gateway.access`: a readable message plus structured fields."""
+
     def log(self, request: web.BaseRequest, response: web.StreamResponse, duration: float) -> None:
-        self.logger.info(
-            '%s "%s %s" %d %d %.1fms',
-            request.remote, request.method, request.path, response.status, response.body_length,
-            duration * 1000,
-        )
+        identity = request.get(IDENTITY)
+        fields = {
+            "remote": request.remote, "method": request.method, "path": request.path,
+            "status": response.status, "bytes": response.body_length, "duration_ms": round(duration * 1000, 1),
+            "route": match_info.route.name if (match_info := getattr(request, "match_info", None)) is not None
+            else None,
+            "request_id": request.get(REQUEST_ID), "sub": identity.sub if identity is not None else None,
+        }
+        self.logger.info('%s "%s %s" %d %d %.1fms', request.remote, request.method, request.path,
+                         response.status, response.body_length, duration * 1000,
+                         extra={k: v for k, v in fields.items() if v is not None})
 
     @property
     def enabled(self) -> bool:

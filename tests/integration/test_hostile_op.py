@@ -98,11 +98,13 @@ def _mutate(**changes: Any) -> Callable[[dict[str, Any]], None]:
 ], ids=["nonce", "no-nonce", "iss", "aud", "multi-aud-no-azp", "expired", "iat-future", "no-iat", "no-sub",
         "at_hash"])
 async def test_bad_id_token_claims_rejected(make_gateway: GatewayMaker, fake_op: FakeOP,
-                                            mutation: Callable[[dict[str, Any]], None]) -> None:
+                                            mutation: Callable[[dict[str, Any]], None],
+                                            caplog: pytest.LogCaptureFixture) -> None:
     _, url = await make_gateway()
     fake_op.claims_mutator = mutation
     status, body, cookies = await login(url)
-    assert status == 400 and "could not be verified" in body
+    # The page says login_failed in the reader's language; the log names the cause.
+    assert status == 400 and "login_failed" in body and "ID token invalid" in caplog.text
     assert "_oidc_gateway" not in cookies
 
 
@@ -167,7 +169,7 @@ async def test_issuer_mismatch_keeps_gateway_unready_then_recovers(make_gateway:
     ready = await client.get("/readyz")
     assert ready.status == 503 and "issuer mismatch" in (await ready.json())["problems"]["provider"]
     page = await client.get("/x", headers={"Accept": "text/html"}, allow_redirects=False)
-    assert page.status == 503 and "identity provider is unavailable" in await page.text()
+    assert page.status == 503 and "provider_unavailable" in await page.text()
     api = await client.get("/x", headers={"Accept": "application/json"})
     assert api.status == 401  # API clients are told to authenticate, not sent to a login
     fake_op.advertised_issuer = None  # the OP is fixed; the gateway's retry loop picks it up
@@ -208,12 +210,15 @@ async def test_jwks_outage_keeps_last_good_keys(make_gateway: GatewayMaker, fake
     _mutate(c_hash="AAAAAAAAAAAAAAAAAAAAAA"), _mutate(c_hash=None), _mutate(nonce="other"), _mutate(sub="mallory"),
 ], ids=["wrong-c_hash", "no-c_hash", "nonce", "sub-differs-from-token-endpoint"])
 async def test_hybrid_front_channel_id_token_checked(make_gateway: GatewayMaker, fake_op: FakeOP,
-                                                     mutation: Callable[[dict[str, Any]], None]) -> None:
+                                                     mutation: Callable[[dict[str, Any]], None],
+                                                     caplog: pytest.LogCaptureFixture) -> None:
     _, url = await make_gateway(response_type="code id_token", response_mode="form_post")
     assert (await login(url))[0] == 200  # the well-formed hybrid response logs in
     fake_op.front_claims_mutator = mutation
+    caplog.clear()
     status, body, cookies = await login(url)
-    assert status == 400 and "could not be verified" in body and "_oidc_gateway" not in cookies
+    assert status == 400 and "login_failed" in body and "_oidc_gateway" not in cookies
+    assert "ID token invalid" in caplog.text
 
 
 async def test_hybrid_response_without_id_token_rejected(make_gateway: GatewayMaker, fake_op: FakeOP) -> None:
@@ -224,8 +229,8 @@ async def test_hybrid_response_without_id_token_rejected(make_gateway: GatewayMa
         state = stop.body.split('name="state" value="')[1].split('"')[0]
         code = stop.body.split('name="code" value="')[1].split('"')[0]
         resp = await browser.post(f"{url}/oauth2/callback", data={"state": state, "code": code},
-                                  headers={"Accept": "text/html"}, allow_redirects=False)
-        assert resp.status == 400 and "no ID token" in await resp.text()
+                                  headers={"Accept": "application/json"}, allow_redirects=False)
+        assert resp.status == 400 and "no ID token" in (await resp.json())["error_description"]
 
 
 async def test_op_failing_at_refresh_keeps_the_session_until_the_token_expires(

@@ -103,7 +103,7 @@ async def test_state_replay_is_rejected(gateway_factory: Any) -> None:
 async def test_unknown_state_and_missing_state_rejected(gateway_factory: Any) -> None:
     gw = await gateway_factory()
     resp = await gw.client.get("/oauth2/callback?code=abc&state=forged", headers={"Accept": "application/json"})
-    assert resp.status == 400 and (await resp.json())["error"] == "login_failed"
+    assert resp.status == 400 and (await resp.json())["error"] == "login_expired"
     resp = await gw.client.get("/oauth2/callback?code=abc", headers=HTML)
     assert resp.status == 400 and "<html" in await resp.text()
 
@@ -113,8 +113,8 @@ async def test_callback_in_another_browser_is_rejected(gateway_factory: Any) -> 
     async with gw.browser() as victim, gw.browser() as attacker:
         stop = await browser_login(victim, f"{gw.url}/x", stop_at=is_callback)
         callback = URL(stop.headers["Location"])
-        resp = await attacker.get(callback, headers=HTML, allow_redirects=False)
-        assert resp.status == 400 and "another browser" in await resp.text()
+        resp = await attacker.get(callback, headers={"Accept": "application/json"}, allow_redirects=False)
+        assert resp.status == 400 and "another browser" in (await resp.json())["error_description"]
         assert "_oidc_gateway=" not in resp.headers.get("Set-Cookie", "")
 
 

@@ -1,6 +1,7 @@
 // A real OpenID Provider (panva/oidc-provider) for oidc-gateway's integration tests.
 //
-// Loopback only: it binds 127.0.0.1, accepts only loopback redirect URIs and fetches nothing.
+// Loopback only: it binds 127.0.0.1, accepts only loopback redirect URIs, and fetches only
+// loopback http URLs (back-channel logout tokens, once a test has set a client's URI).
 // Configuration (environment):
 //   OP_PORT               required
 //   OP_ISSUER             default http://127.0.0.1:$OP_PORT
@@ -74,7 +75,8 @@ const html = (value) => String(value).replace(/[&<>"']/g, (c) => `&#${c.charCode
 
 function page(title, body) {
   return `<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>${html(title)}</title></head>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${html(title)}</title></head>
 <body><h1>${html(title)}</h1>
 ${body}
 </body></html>`;
@@ -163,6 +165,9 @@ function interactions(provider) {
 }
 
 // GET /__test/stats: {"success": {grant_type: n}, "error": {grant_type: n}}; POST /__test/reset zeroes them.
+// POST /__test/backchannel (form: client_id, uri, session_required=true|false) sets a client's
+// backchannel_logout_uri (a loopback http URL; empty: none) at run time: gateways use random ports.
+// With session_required=true the OP also puts `sid` in that client's ID and logout tokens.
 function testEndpoints(provider) {
   let stats = { success: {}, error: {} };
   const count = (outcome) => (ctx) => {
@@ -176,6 +181,16 @@ function testEndpoints(provider) {
       ctx.body = stats;
     } else if (ctx.path === '/__test/reset' && ctx.method === 'POST') {
       stats = { success: {}, error: {} };
+      ctx.status = 204;
+    } else if (ctx.path === '/__test/backchannel' && ctx.method === 'POST') {
+      const form = await readForm(ctx.req);
+      const uri = form.get('uri') || undefined;
+      if (uri !== undefined && !isLoopbackHttp(uri)) ctx.throw(400, 'uri must be a loopback http URL');
+      const client = await provider.Client.find(form.get('client_id') ?? '');
+      if (!client) ctx.throw(404, 'unknown client');
+      // Static clients are built once and cached: the change holds until the next call.
+      client.backchannelLogoutUri = uri;
+      client.backchannelLogoutSessionRequired = form.get('session_required') !== 'false';
       ctx.status = 204;
     } else {
       return next();
@@ -214,6 +229,12 @@ async function main() {
       return account && { accountId: sub, claims: async () => ({ ...account.claims }) };
     },
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
+    // oidc-provider refuses to fetch special-use addresses (loopback too) unless it may use its own
+    // fetch: the only requests it makes here are back-channel logout POSTs to a gateway on loopback.
+    async fetch(url, { dispatcher, ...options }) {
+      if (!isLoopbackHttp(String(url))) throw new Error(`test OP fetches loopback only, not ${url}`);
+      return globalThis.fetch(url, options);
+    },
     features: {
       devInteractions: { enabled: false },
       revocation: { enabled: true },

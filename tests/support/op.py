@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -154,6 +155,16 @@ class TestOP:
 
     def reset_stats(self) -> None:
         request = urllib.request.Request(f"{self.issuer}/__test/reset", method="POST")  # noqa: S310
+        with _urlopen(request, timeout=5):
+            pass
+
+    def set_backchannel(self, client_id: str, uri: str | None, *, session_required: bool = True) -> None:
+        """Set (``None``: remove) the client's ``backchannel_logout_uri``; with ``session_required`` the OP
+        puts ``sid`` in that client's ID tokens and logout tokens. Lasts until the next call."""
+        form = urllib.parse.urlencode({"client_id": client_id, "uri": uri or "",
+                                       "session_required": "true" if session_required else "false"})
+        request = urllib.request.Request(f"{self.issuer}/__test/backchannel", data=form.encode(),  # noqa: S310
+                                         method="POST")
         with _urlopen(request, timeout=5):
             pass
 

@@ -176,10 +176,12 @@ class FakeServer:
 
     def __init__(self) -> None:
         self.calls: list[Settings] = []
+        self.config_paths: list[Path | None] = []
         self.raises: BaseException | None = None
 
-    def __call__(self, settings: Settings) -> None:
+    def __call__(self, settings: Settings, *, config_path: Path | None = None) -> None:
         self.calls.append(settings)
+        self.config_paths.append(config_path)
         if self.raises is not None:
             raise self.raises
 
@@ -209,6 +211,7 @@ def test_run_loads_settings_and_starts_the_server(
     assert main([arg.format(path=path) for arg in argv]) == 0
     (settings,) = server.calls
     assert settings.oidc.client_id == "gateway"
+    assert server.config_paths == [path]  # what SIGHUP re-reads
     assert logging.getLogger().level == logging.DEBUG  # from settings.log_level
 
 

@@ -391,7 +391,7 @@ RULES: list[tuple[str, dict[str, Any], str, str]] = [
     ("redis store without redis_url", {"session": {"redis_url": None}},
      "session.redis_url", "is required when store is redis"),
     ("redis_url not redis", {"session": {"redis_url": "http://127.0.0.1:6379"}},
-     "session.redis_url", "redis://, rediss:// or unix://"),
+     "session.redis_url", "redis://, rediss://, unix://, redis+sentinel://"),
     ("empty key_prefix", {"session": {"key_prefix": ""}},
      "session.key_prefix", "must not be empty"),
     ("cookie name with a space", {"session": {"cookie_name": "my cookie"}},
