@@ -110,12 +110,17 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     async with redis_client(settings) as redis:  # one node, Sentinel or Cluster (gateway.session.connect)
-        app[STORE] = RedisStore(redis, prefix=settings.key_prefix)
+        store = RedisStore(redis, prefix=settings.key_prefix, cache_ttl=settings.local_cache_ttl)
+        app[STORE] = store
         try:
-            await app[STORE].ping()
+            await store.ping()
         except Exception:  # noqa: BLE001 - logged by the store; the gateway starts and /readyz says unready
             log.error("session store unreachable at start-up; /readyz reports unready until it answers")
+        listener = asyncio.create_task(store.listen())  # keeps the local session cache coherent
         yield
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
 
 
 async def _provider(app: web.Application) -> AsyncIterator[None]:

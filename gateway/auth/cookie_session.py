@@ -52,8 +52,10 @@ class SessionAuthenticator:
             await self._store.delete(sid)
             return None
         if now - session.last_seen >= self._touch_interval:
-            session = dataclasses.replace(session, last_seen=now)
-            await self._store.put(sid, session, ttl=self.ttl(session, now))
+            touched = dataclasses.replace(session, last_seen=now)
+            # Compare-and-set: if the record changed meanwhile (a refresh elsewhere), leave it be.
+            if await self._store.put(sid, touched, ttl=self.ttl(touched, now), create=False, expect=session):
+                session = touched
         return sid, session
 
     async def authenticate(self, request: web.Request) -> Identity | None:

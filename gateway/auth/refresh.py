@@ -51,7 +51,7 @@ class Refresher:
             return self._keep(session, ended_when_expired=True)
         async with self._store.lock(sid, ttl=self._wait + 5) as owner:
             if owner:
-                current = await self._store.get(sid)
+                current = await self._store.get(sid, cached=False)  # the refresh token others may have rotated
                 if current is None:
                     return None
                 if not self.due(current):  # another replica refreshed between our read and the lock
@@ -89,7 +89,7 @@ class Refresher:
             id_token=tokens.id_token or session.id_token, expires_at=tokens.expires_at,
             claims={**session.claims, **Session.identity_claims(tokens.claims)},
         )
-        await self._store.put(sid, renewed, ttl=self._ttl_of(renewed, self._clock()))
+        await self._store.put(sid, renewed, ttl=self._ttl_of(renewed, self._clock()), create=False)
         self._on_refresh("success")
         return renewed
 
@@ -99,7 +99,7 @@ class Refresher:
         deadline = loop.time() + self._wait
         while loop.time() < deadline:
             await asyncio.sleep(self._poll)
-            current = await self._store.get(sid)
+            current = await self._store.get(sid, cached=False)
             if current is None:
                 return None
             if current.access_token != session.access_token or not self.due(current):

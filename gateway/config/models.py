@@ -187,6 +187,8 @@ class SessionSettings(_Model):
     lifetime: PositiveDuration = 8 * 3600.0
     idle_timeout: PositiveDuration = 3600.0
     refresh_before_expiry: Duration = 30.0
+    # Serve a session read moments ago from process memory (kept coherent through Redis pub/sub).
+    local_cache_ttl: Duration = 2.0
     login_timeout: PositiveDuration = 600.0
 
     @field_validator("redis_url")

@@ -12,18 +12,29 @@ ever extends a set's TTL, so a set outlives its members (every session write goe
 `delete` leaves stale members behind: deleting a missing key is harmless and the sets expire.
 Seen logout-token ids are `<prefix>j:<sha256(iss|jti)>` (SET NX PX: one winner across replicas).
 
-Redis Cluster: `put` (Lua) and `delete_for_logout` (MULTI) touch several keys at once, which a cluster
+Local cache (session.local_cache_ttl > 0): a session read moments ago is served from process memory,
+so the hot path makes no Redis round trip. It is kept coherent across replicas: every put and delete
+publishes the session key on `<prefix>invalidate`, every other process drops that key, and the
+cache is used only while the subscription is up (lost → emptied and off; an ACL user needs the
+channel permission `&<prefix>invalidate`, else the cache simply stays off). A read that raced an
+invalidation is not cached. Refresh decisions read past the cache, and the idle "touch" is a
+compare-and-set on the record it read, so it never reverts a refresh made elsewhere meanwhile.
+
+Redis Cluster: `put` and `delete_for_logout` (Lua) touch several keys at once, which a cluster
 allows only within one hash slot; config therefore requires a `{hash tag}` in key_prefix with a
 redis+cluster:// URL, so every key of one gateway lives in one slot (other gateways, other slots).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
 import math
 import secrets
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
@@ -46,7 +57,11 @@ _UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del'
 
 
 # The session and its index entries in one atomic round trip; an index TTL is only ever extended.
+# ARGV[3] == '0': a rewrite, only if the session still exists; ARGV[4] non-empty: only if the stored
+# record is still exactly that (compare-and-set: a touch never reverts a concurrent refresh).
 _PUT = """
+if ARGV[3] == '0' and redis.call('exists', KEYS[1]) == 0 then return 0 end
+if ARGV[4] ~= '' and redis.call('get', KEYS[1]) ~= ARGV[4] then return 0 end
 redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
 for i = 2, #KEYS do
   redis.call('sadd', KEYS[i], KEYS[1])
@@ -54,6 +69,16 @@ for i = 2, #KEYS do
 end
 return 1
 """
+# Back-channel logout: delete the indexed sessions and unindex them, atomically.
+_LOGOUT = """
+local n = 0
+for i = 2, #KEYS do
+  n = n + redis.call('del', KEYS[i])
+  redis.call('srem', KEYS[1], KEYS[i])
+end
+return n
+"""
+_CACHE_SIZE = 10_000
 
 
 def _ms(ttl: float) -> int:
@@ -61,39 +86,121 @@ def _ms(ttl: float) -> int:
 
 
 class RedisStore:
-    def __init__(self, redis: Redis | RedisCluster, *, prefix: str) -> None:
+    def __init__(self, redis: Redis | RedisCluster, *, prefix: str, cache_ttl: float = 0.0) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._channel = f"{prefix}invalidate"
+        # Local read cache: used only while subscribed to the invalidation channel (`listen`).
+        self._cache_ttl = cache_ttl
+        self._cache: OrderedDict[str, tuple[float, Session]] = OrderedDict()
+        self._listening = False
+        self._generation = 0  # bumped by every invalidation: a read racing one is not cached
+        self._origin = secrets.token_hex(8)  # our own invalidations come back too: ignore those
 
     def _key(self, kind: str, ident: str) -> str:
         return f"{self._prefix}{kind}:{hashlib.sha256(ident.encode()).hexdigest()}"
 
-    async def get(self, sid: str) -> Session | None:
+    async def get(self, sid: str, *, cached: bool = True) -> Session | None:
+        key = self._key("s", sid)
+        use_cache = cached and self._listening
+        if use_cache:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] > time.monotonic():
+                return hit[1]
+        generation = self._generation
         try:
-            raw = await self._redis.get(self._key("s", sid))
+            raw = await self._redis.get(key)
         except _FAILURES as exc:
             raise _unavailable(exc) from exc
-        return None if raw is None else Session.loads(raw)
+        session = None if raw is None else Session.loads(raw)
+        if session is not None and use_cache and generation == self._generation:
+            self._remember(key, session)
+        return session
+
+    def _remember(self, key: str, session: Session) -> None:
+        self._cache[key] = (time.monotonic() + self._cache_ttl, session)
+        self._cache.move_to_end(key)
+        if len(self._cache) > _CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    def _forget(self, key: str | None = None) -> None:
+        self._generation += 1
+        if key is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(key, None)
+
+    async def listen(self) -> None:
+        """Keep the local cache coherent: drop keys other replicas publish; without a subscription, no cache.
+
+        Runs until cancelled; reconnects after a failure (the cache stays off and empty meanwhile).
+        """
+        if self._cache_ttl <= 0:
+            return
+        delay = 0.5
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(self._channel)
+                async for message in pubsub.listen():
+                    if message["type"] == "subscribe":
+                        self._forget()
+                        self._listening, delay = True, 0.5
+                    elif message["type"] == "message":
+                        data = message["data"]
+                        origin, _, key = (data.decode() if isinstance(data, bytes) else str(data)).partition(" ")
+                        if origin != self._origin:
+                            self._forget(key)
+            except _FAILURES as exc:
+                log.warning("session cache invalidation channel lost (%s); local cache off until back",
+                            type(exc).__name__)
+            finally:
+                self._listening = False
+                self._forget()
+                with contextlib.suppress(*_FAILURES, RuntimeError):
+                    await pubsub.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
     def _logout_index(self, iss: str, *, sid: str | None, sub: str | None) -> str | None:
         if sid is not None:
             return self._key("x:sid", f"{iss}|{sid}")
         return None if sub is None else self._key("x:sub", f"{iss}|{sub}")
 
-    async def put(self, sid: str, session: Session, *, ttl: float) -> None:
+    async def put(self, sid: str, session: Session, *, ttl: float, create: bool = True,
+                  expect: Session | None = None) -> bool:
         indexes = [self._logout_index(session.iss, sid=session.op_sid, sub=None),
                    self._logout_index(session.iss, sid=None, sub=session.sub)]
         keys = [self._key("s", sid), *(index for index in indexes if index is not None)]
+        self._forget(keys[0])
+        expected = expect.dumps() if expect is not None else b""
         try:
-            await self._redis.eval(_PUT, len(keys), *keys, session.dumps(), _ms(ttl))
+            written = await self._redis.eval(_PUT, len(keys), *keys, session.dumps(), _ms(ttl),
+                                             "1" if create else "0", expected)
         except _FAILURES as exc:
             raise _unavailable(exc) from exc
+        await self._publish(keys[0])
+        return bool(written)
 
     async def delete(self, sid: str) -> None:
+        key = self._key("s", sid)
+        self._forget(key)
         try:
-            await self._redis.delete(self._key("s", sid))
+            await self._redis.delete(key)
         except _FAILURES as exc:
             raise _unavailable(exc) from exc
+        await self._publish(key)
+
+    async def _publish(self, *keys: str) -> None:
+        """Tell every replica's local cache to drop these keys. Best effort: a replica that misses it
+        serves its copy for at most cache_ttl; an ACL user without channel rights has no cache at all."""
+        if self._cache_ttl <= 0:
+            return
+        try:
+            for key in keys:
+                await self._redis.publish(self._channel, f"{self._origin} {key}")
+        except _FAILURES as exc:
+            log.warning("session cache invalidation not published: %s", type(exc).__name__)
 
     async def put_login(self, state: str, pending: PendingLogin, *, ttl: float) -> None:
         try:
@@ -136,12 +243,12 @@ class RedisStore:
             members = list(await self._redis.smembers(index))
             if not members:
                 return 0
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(*members)
-                pipe.srem(index, *members)  # only what we read: a session added meanwhile stays indexed
-                deleted, _ = await pipe.execute()
+            # Only what we read is unindexed: a session added meanwhile stays indexed.
+            deleted = await self._redis.eval(_LOGOUT, 1 + len(members), index, *members)
+            self._forget()
         except _FAILURES as exc:
             raise _unavailable(exc) from exc
+        await self._publish(*(m.decode() if isinstance(m, bytes) else str(m) for m in members))
         return int(deleted)
 
     async def remember_jti(self, iss: str, jti: str, *, ttl: float) -> bool:

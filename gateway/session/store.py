@@ -22,8 +22,15 @@ __all__ = ["MemoryStore", "SessionStore"]
 
 
 class SessionStore(Protocol):
-    async def get(self, sid: str) -> Session | None: ...
-    async def put(self, sid: str, session: Session, *, ttl: float) -> None: ...
+    async def get(self, sid: str, *, cached: bool = True) -> Session | None:
+        """The session; `cached=False` reads the shared store itself, past any local cache."""
+        ...
+    async def put(self, sid: str, session: Session, *, ttl: float, create: bool = True,
+                  expect: Session | None = None) -> bool:
+        """Store the session; True when written. `create=False`: only if it still exists (a rewrite never
+        resurrects a session a logout deleted meanwhile); `expect`: only if the stored record is still
+        exactly that one (compare-and-set)."""
+        ...
     async def delete(self, sid: str) -> None: ...
     async def put_login(self, state: str, pending: PendingLogin, *, ttl: float) -> None: ...
     async def take_login(self, state: str) -> PendingLogin | None: ...
@@ -53,15 +60,21 @@ class MemoryStore:
             for key in [k for k, (deadline, _) in table.items() if deadline <= now]:
                 del table[key]
 
-    async def get(self, sid: str) -> Session | None:
+    async def get(self, sid: str, *, cached: bool = True) -> Session | None:
         entry = self._sessions.get(sid)
         if entry is None or entry[0] <= self._clock():
             return None
         return Session.loads(entry[1])
 
-    async def put(self, sid: str, session: Session, *, ttl: float) -> None:
+    async def put(self, sid: str, session: Session, *, ttl: float, create: bool = True,
+                  expect: Session | None = None) -> bool:
         self._purge()
+        current = self._sessions.get(sid)
+        if (not create and current is None) or (expect is not None and (
+                current is None or current[1] != expect.dumps())):
+            return False
         self._sessions[sid] = (self._clock() + ttl, session.dumps())
+        return True
 
     async def delete(self, sid: str) -> None:
         self._sessions.pop(sid, None)
