@@ -98,9 +98,16 @@ class JSONFormatter(logging.Formatter):
         return redact(json.dumps(entry, default=str, ensure_ascii=False))
 
 
+_PLAIN = re.compile(r'[^ ="\\\n\t]+')
+
+
 def _logfmt_value(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return repr(value)  # the access log's numbers: no JSON encoder per field (hot path)
     text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
-    if text and not any(c in text for c in ' ="\\\n\t'):
+    if _PLAIN.fullmatch(text):
         return text
     return json.dumps(text, ensure_ascii=False)
 

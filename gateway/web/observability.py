@@ -91,6 +91,7 @@ class _KeySetCollector(Collector):
 
 class Metrics:
     def __init__(self) -> None:
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = registry = CollectorRegistry()
         self.requests = Counter("oidc_gateway_http_requests_total", "HTTP requests by route and status",
                                 ["route", "status"], registry=registry)
@@ -185,9 +186,17 @@ class Metrics:
 
     def _upstream_done(self, ctx: types.SimpleNamespace, url: Any, status: str) -> None:
         origin = f"{url.scheme}://{url.host}:{url.port}"
-        self.upstream_requests.labels(upstream=origin, status=status).inc()
+        self._child(self.upstream_requests, origin, status).inc()
         if status != "error":
-            self.upstream_latency.labels(upstream=origin).observe(time.perf_counter() - ctx.started)
+            self._child(self.upstream_latency, origin).observe(time.perf_counter() - ctx.started)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """metric.labels(*labels), memoised: per-request label lookups are measurable on the hot path."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
         @web.middleware
@@ -206,8 +215,8 @@ class Metrics:
                 raise
             finally:
                 self.in_flight.dec()
-                self.requests.labels(route=route, status=str(status)).inc()
-                self.latency.labels(route=route).observe(time.perf_counter() - started)
+                self._child(self.requests, route, str(status)).inc()
+                self._child(self.latency, route).observe(time.perf_counter() - started)
 
         return metrics_middleware
 
