@@ -369,8 +369,10 @@ def main() -> int:
             cookie2 = asyncio.run(session_cookie(gateway2_url))
             results.append(measure("gateway, Redis session, 2 workers (small)", gateway2, gateway2_url + "/",
                                    args, {"Cookie": cookie2}))
-            for i, pid in enumerate(p for p in gateway2.pids() if p != gateway2.proc.pid):
-                rss[f"gateway worker {i + 1} of 2"] = rss_mib(pid)
+            workers = [p for p in gateway2.pids() if p != gateway2.proc.pid
+                       and b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
+            for i, pid in enumerate(workers):
+                rss[f"gateway worker {i + 1} of {len(workers)}"] = rss_mib(pid)
             gateway2.stop()
 
         baseline = next(r for r in results if r.name.startswith("bare aiohttp proxy, 1 process (small)"))
