@@ -40,6 +40,7 @@ from yarl import URL
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.integration.test_bearer import jwt_access_token  # noqa: E402
 from tests.support.op import TestOP, browser_login  # noqa: E402
 
 PY = sys.executable
@@ -261,17 +262,6 @@ async def session_cookie(gateway: str) -> str:
         result = await browser_login(browser, f"{gateway}/")
         assert result.status == 200, result.body
         return next(f"{c.key}={c.value}" for c in browser.cookie_jar if c.key == "_oidc_gateway")
-
-
-async def jwt_access_token(op: TestOP) -> str:
-    basic = base64.b64encode(f"gateway:{op.clients['gateway']}".encode()).decode()
-    async with aiohttp.ClientSession() as http:
-        resp = await http.post(f"{op.issuer}/token", headers={"Authorization": f"Basic {basic}"},
-                               data={"grant_type": "client_credentials", "resource": "urn:gateway:api",
-                                     "scope": "api:read"})
-        token = (await resp.json())["access_token"]
-    assert token.count(".") == 2, "the OP did not issue a JWT access token"
-    return str(token)
 
 
 async def cold_logins(gateway: str, op: TestOP, n: int) -> tuple[float, float]:

@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.errors import InvalidToken
 from gateway.oidc.jwks import KeySet
 from gateway.oidc.verify import LOGOUT_EVENT, LOGOUT_TOKEN_MAX_AGE, LogoutToken, TokenVerifier
+from tests.unit.test_verify import CLIENT_ID, EC_KEY, ISSUER, NOW, OTHER_RSA_KEY, RSA_KEY, SECRET, _jwk
 
-ISSUER = "https://op.example.com"
-CLIENT_ID = "gateway"
-SECRET = "client-secret-0123456789abcdef0123"
-NOW = 1_800_000_000.0
 SKEW = 60
-
-RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-OTHER_RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-EC_KEY = ec.generate_private_key(ec.SECP256R1())
-
-
-def _jwk(private_key: Any, kid: str, alg: str) -> dict[str, Any]:
-    jwk = json.loads(jwt.algorithms.get_default_algorithms()[alg].to_jwk(private_key.public_key()))
-    return {**jwk, "kid": kid, "use": "sig", "alg": alg}
 
 
 def make_verifier(algs: list[str] | None = None) -> TokenVerifier:
