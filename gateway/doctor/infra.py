@@ -8,7 +8,13 @@ import statistics
 import time
 
 import aiohttp
-from redis.exceptions import AuthenticationError, NoPermissionError, ReadOnlyError, RedisError
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+)
 
 from gateway.config import Settings
 from gateway.config.redis_url import RedisTarget
@@ -63,11 +69,12 @@ async def check_store(settings: Settings, *, timeout: float) -> list[Finding]:
                      "check the user and password in session.redis_url, or redis_username / redis_password(_file)")]
     except NoPermissionError:
         return [fail(check, f"{where}: the Redis user may not run GET/SET/DEL on the key prefix",
-                     f"grant the ACL user ~{session.key_prefix}* with +@read +@write +@scripting")]
+                     f"grant the ACL user ~{session.key_prefix}* with +@read +@write +@scripting, and "
+                     f"&{session.key_prefix}invalidate for the local session cache")]
     except ReadOnlyError:
         return [fail(check, f"{where} is a read-only replica",
                      "point session.redis_url at the master (or use redis+sentinel:// to follow failovers)")]
-    except (RedisError, OSError, TimeoutError) as exc:
+    except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:  # a cluster's is no RedisError
         return [fail(check, f"{where} unreachable ({type(exc).__name__})",
                      "check host and port in session.redis_url (rediss:// for TLS) and that this host may "
                      "reach Redis (network policy, firewall)")]

@@ -162,3 +162,22 @@ def test_cli_doctor_with_an_invalid_config_exits_2(tmp_path: Path, op: Any) -> N
     path = config_file(tmp_path, op, listen="nowhere")
     result = doctor(path)
     assert result.returncode == 2 and "listen:" in result.stderr
+
+
+async def test_unreachable_redis_cluster_is_a_finding_not_a_crash() -> None:
+    import socket
+
+    from gateway.config import settings_from_mapping
+    from gateway.doctor.infra import check_store
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = settings_from_mapping({
+        "public_url": "http://127.0.0.1:1", "oidc": {"issuer": "http://127.0.0.1:2", "client_id": "x",
+                                                     "client_secret": "y"},
+        "session": {"store": "redis", "redis_url": f"redis+cluster://127.0.0.1:{port}/", "key_prefix": "{gw}:",
+                    "cookie_secret": "x" * 32, "cookie_secure": False},
+        "upstreams": [{"path": "/", "url": "http://127.0.0.1:3"}]}, {})
+    [finding] = await check_store(settings, timeout=3)
+    assert finding.status == "fail" and "unreachable" in finding.message
