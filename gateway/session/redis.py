@@ -152,8 +152,9 @@ class RedisStore:
                         if origin != self._origin:
                             self._forget(key)
             except _FAILURES as exc:
-                log.warning("session cache invalidation channel lost (%s); local cache off until back",
-                            type(exc).__name__)
+                if delay == 0.5:  # once per outage, not at every retry
+                    log.warning("session cache invalidation channel unavailable (%s); local cache off until "
+                                "it is back", type(exc).__name__)
             finally:
                 self._listening = False
                 self._forget()
