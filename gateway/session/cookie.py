@@ -55,7 +55,18 @@ class SignedCookie:
         return ident
 
     def read(self, request: web.Request) -> str | None:
-        return self.decode(request.cookies.get(self.name))
+        """The id of the first cookie of this name whose signature verifies (a browser may send several
+        of one name, from other paths or domains). Parses only our own cookie: the hot path."""
+        header = request.headers.get("Cookie")
+        if not header or self.name not in header:
+            return None
+        for part in header.split(";"):
+            name, sep, value = part.partition("=")
+            if sep and name.strip() == self.name:
+                ident = self.decode(value.strip())
+                if ident is not None:
+                    return ident
+        return None
 
     def set(self, response: web.StreamResponse, ident: str) -> None:
         response.set_cookie(self.name, self.encode(ident), max_age=self._max_age, path=self._path,

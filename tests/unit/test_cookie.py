@@ -32,3 +32,20 @@ def test_other_key_or_other_cookie_name_does_not_verify() -> None:
     assert make(key=derive_key(b"y" * 32, "session-cookie")).decode(value) is None
     assert make(name="_oidc_gateway_login").decode(value) is None
     assert derive_key(b"x" * 32, "a") != derive_key(b"x" * 32, "b")
+
+
+def test_read_takes_the_verifying_one_of_several_same_name_cookies() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    cookie = make()
+    good = cookie.encode("the-id")
+    for header, expected in [
+        (f"_oidc_gateway={good}", "the-id"),
+        (f"a=1; _oidc_gateway=forged.value; _oidc_gateway={good}; b=2", "the-id"),
+        (f"x_oidc_gateway={good}", None),
+        (f"_oidc_gateway_login={good}", None),
+        ("_oidc_gateway=", None),
+        ("", None),
+    ]:
+        request = make_mocked_request("GET", "/", headers={"Cookie": header} if header else {})
+        assert cookie.read(request) == expected, header
