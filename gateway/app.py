@@ -22,6 +22,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from gateway.auth.assertion import IdentityAssertion
 from gateway.auth.backchannel import BackchannelLogout
 from gateway.auth.bearer import BearerAuthenticator
 from gateway.auth.cookie_session import SessionAuthenticator
@@ -34,9 +35,9 @@ from gateway.config import Settings
 from gateway.oidc.client import OIDCClient
 from gateway.oidc.jwks import KeySet
 from gateway.oidc.metadata import ProviderState
-from gateway.oidc.verify import TokenVerifier
+from gateway.oidc.verify import BearerIssuer, TokenVerifier
 from gateway.proxy.forward import Forwarder, upstream_client_session
-from gateway.proxy.headers import identity_headers
+from gateway.proxy.headers import IdentityHeaders
 from gateway.proxy.routes import UpstreamTable
 from gateway.session.connect import redis_client
 from gateway.session.cookie import SignedCookie, derive_key
@@ -86,6 +87,7 @@ KEYS = web.AppKey("keys", KeySet)
 COMPONENTS = web.AppKey("components", Components)
 LIVE = web.AppKey("live", LiveConfig)  # the settings in force after SIGHUP reloads, and how to apply new ones
 PAGES = web.AppKey("pages", Pages)
+ASSERTION = web.AppKey("assertion", IdentityAssertion)  # set only when identity_assertion is enabled
 
 
 async def _op_http(app: web.Application) -> AsyncIterator[None]:
@@ -152,6 +154,16 @@ async def _provider(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+def _trusted_issuers(app: web.Application) -> list[BearerIssuer]:
+    """access.bearer.trusted_issuers: each with its own KeySet (fetched on first use, then cached)."""
+    oidc = app[SETTINGS].oidc
+    return [BearerIssuer(trusted.issuer,
+                         KeySet(app[OP_HTTP], lambda uri=trusted.jwks_uri: uri,  # type: ignore[misc]
+                                min_refresh_interval=oidc.jwks_min_refresh_interval, clock=app[CLOCK]),
+                         frozenset(trusted.algorithms), frozenset(trusted.audiences))
+            for trusted in app[SETTINGS].access.bearer.trusted_issuers]
+
+
 async def _components(app: web.Application) -> AsyncIterator[None]:
     settings, clock, provider, keys = app[SETTINGS], app[CLOCK], app[PROVIDER], app[KEYS]
     store = app[METRICS].instrument_store(app[STORE])
@@ -170,7 +182,8 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         issuer=settings.oidc.issuer, client_id=settings.oidc.client_id,
         client_secret=settings.oidc.client_secret.get_secret_value() if settings.oidc.client_secret else None,
         id_token_algs=settings.oidc.id_token_signing_algs, bearer_algs=settings.access.bearer.algorithms,
-        bearer_audiences=settings.bearer_audiences, keys=keys, clock_skew=settings.oidc.clock_skew, clock=clock)
+        bearer_audiences=settings.bearer_audiences, keys=keys, clock_skew=settings.oidc.clock_skew, clock=clock,
+        trusted_issuers=_trusted_issuers(app), accept_id_tokens=settings.access.bearer.accept_id_tokens)
     client = OIDCClient(settings.oidc, provider, verifier, app[OP_HTTP], redirect_uri=settings.redirect_uri,
                         clock=clock)
     lifetime, idle = settings.session.lifetime, settings.session.idle_timeout
@@ -182,7 +195,10 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     # A live session wins: a browser's own Authorization header is then replaced, never trusted.
     authenticators: list[Authenticator] = [sessions]
     if settings.access.bearer.enabled:
-        authenticators.append(app[METRICS].count_bearer(BearerAuthenticator(verifier, clock=clock)))
+        bearer = settings.access.bearer
+        authenticators.append(app[METRICS].count_bearer(BearerAuthenticator(
+            verifier, clock=clock, introspect=client.introspect if bearer.introspection else None,
+            negative_ttl=bearer.introspection_negative_ttl, cache_size=bearer.introspection_cache_size)))
     flow = LoginFlow(settings, client, store, sessions, session_cookie, login_cookie, clock=clock,
                      on_login=app[METRICS].record_login, replay_post=app[PAGES].replay_post)
     backchannel = BackchannelLogout(verifier, store, clock=clock, on_logout=app[METRICS].record_backchannel_logout)
@@ -190,13 +206,15 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     def routing(current: Settings) -> tuple[Forwarder, OpsHandlers, Handler]:
         """What a SIGHUP reload replaces: upstreams, access rules and the handlers that apply them."""
         policy = AccessPolicy(current.access)
+        mapping = IdentityHeaders(current.headers)
         routes = UpstreamTable(current.upstreams)
         preserver = PostPreserver(public_url=current.public_url, limit_for=routes.preserve_post_limit)
         forwarder = Forwarder(routes, app[UPSTREAM_HTTP],
                               cookie_names=frozenset({session_cookie.name, login_cookie.name}),
                               forwarded_proto=current.public_url.partition(":")[0],
-                              max_body_size=current.max_body_size)
-        ops = OpsHandlers(provider, store, app[METRICS], authenticators, policy, identity_headers)
+                              max_body_size=current.max_body_size, identity_headers=mapping,
+                              assertion=app.get(ASSERTION))
+        ops = OpsHandlers(provider, store, app[METRICS], authenticators, policy, mapping)
         return forwarder, ops, auth_middleware(authenticators, policy, flow.begin, preserver)  # type: ignore[return-value]
 
     def rebuild(current: Settings) -> None:
@@ -248,6 +266,8 @@ def create_app(settings: Settings, *, clock: Clock = time.time, config_path: Pat
                           client_max_size=64 * 1024)
     app[SETTINGS], app[CLOCK], app[METRICS], app[PAGES] = settings, clock, metrics, pages
     app[LIVE] = LiveConfig(settings, config_path)
+    if settings.identity_assertion.enabled:
+        app[ASSERTION] = IdentityAssertion(settings.identity_assertion, issuer=settings.public_url, clock=clock)
     app.cleanup_ctx.extend([_op_http, _upstream_http, _store, _provider, _components, _reload_on_sighup])
     router = app.router
     router.add_get("/healthz", _delegate(lambda c: c.ops.healthz), name="healthz")
@@ -263,7 +283,12 @@ def create_app(settings: Settings, *, clock: Clock = time.time, config_path: Pat
                     name="backchannel_logout")
     router.add_get("/oauth2/userinfo", _delegate(lambda c: c.ops.userinfo), name="userinfo")
     router.add_get("/oauth2/auth", _delegate(lambda c: c.ops.forward_auth), name="auth")
+    # Envoy's HTTP ext_authz appends the original path (and keeps the method): /oauth2/auth/app/x.
+    router.add_route("*", "/oauth2/auth/{tail:[\\s\\S]*}", _delegate(lambda c: c.ops.forward_auth),
+                     name="auth_envoy")
     router.add_route("*", "/oauth2/{tail:[\\s\\S]*}", _not_found, name="oauth2_unknown")
+    if ASSERTION in app:  # the gateway's own: never proxied while assertions are on
+        router.add_get("/.well-known/jwks.json", app[ASSERTION].jwks, name="assertion_jwks")
     router.add_route("*", "/{tail:[\\s\\S]*}", _delegate(lambda c: c.forwarder), name=PROXY_ROUTE)
     return app
 

@@ -9,19 +9,27 @@ A verified token is remembered by its SHA-256 until its `exp` (bounded: least re
 go first), so a repeated token costs a hash and a dict lookup, not a signature check. Only verified
 tokens are cached; a failure is never cached, so a token the OP has just begun to sign with a new
 key verifies as soon as the JWKS has it.
+
+Opaque tokens (not three dot-separated parts) are refused unless introspection is on; then the OP
+decides (RFC 7662, OIDCClient.introspect) and TokenVerifier.introspected checks iss/aud/exp where the
+response has them. An active result is cached until its `exp` (without one, as briefly as a negative
+result); an inactive or rejected one for `negative_ttl` (RFC 7662 §4: a revoked token may stay usable
+that long after revocation only when it was active before; never longer than its exp). Both caches
+are bounded. An OP that cannot answer is a 503, never a cached "inactive".
+The Identity's claims keep everything verified, e.g. `scope` and `client_id` for access rules.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from gateway.auth.identity import Identity
 from gateway.errors import InvalidToken
-from gateway.oidc.verify import TokenVerifier
+from gateway.oidc.verify import Claims, TokenVerifier
 
 __all__ = ["BearerAuthenticator", "bearer_token"]
 
@@ -37,11 +45,16 @@ def bearer_token(request: web.Request) -> str | None:
 
 
 class BearerAuthenticator:
-    def __init__(self, verifier: TokenVerifier, *, clock: Callable[[], float], cache_size: int = 10_000) -> None:
+    def __init__(self, verifier: TokenVerifier, *, clock: Callable[[], float], cache_size: int = 10_000,
+                 introspect: Callable[[str], Awaitable[Claims | None]] | None = None,
+                 negative_ttl: float = 30.0) -> None:
         self._verifier = verifier
         self._clock = clock
         self._cache_size = cache_size
         self._verified: OrderedDict[bytes, tuple[float, Identity]] = OrderedDict()
+        self._introspect = introspect
+        self._negative_ttl = negative_ttl
+        self._refused: OrderedDict[bytes, float] = OrderedDict()  # digest -> until (introspection only)
 
     async def authenticate(self, request: web.Request) -> Identity | None:
         token = bearer_token(request)
@@ -55,10 +68,36 @@ class BearerAuthenticator:
                 return hit[1]
             del self._verified[digest]
         if token.count(".") != 2:
-            raise InvalidToken("not a JWT")
+            if self._introspect is None:
+                raise InvalidToken("not a JWT")
+            return await self._introspected(token, digest)
         claims = await self._verifier.bearer(token)
-        identity = Identity.from_claims(claims, access_token=token)
-        self._verified[digest] = (float(claims["exp"]), identity)
+        return self._remember(digest, float(claims["exp"]), Identity.from_claims(claims, access_token=token))
+
+    def _remember(self, digest: bytes, until: float, identity: Identity) -> Identity:
+        self._verified[digest] = (until, identity)
         if len(self._verified) > self._cache_size:
             self._verified.popitem(last=False)
         return identity
+
+    async def _introspected(self, token: str, digest: bytes) -> Identity:
+        assert self._introspect is not None  # noqa: S101 - checked by the caller
+        now = self._clock()
+        refused_until = self._refused.get(digest)
+        if refused_until is not None:
+            if now < refused_until:
+                raise InvalidToken("token inactive")
+            del self._refused[digest]
+        try:
+            response = await self._introspect(token)
+            if response is None:
+                raise InvalidToken("token inactive")
+            claims = self._verifier.introspected(response)
+        except InvalidToken:
+            self._refused[digest] = now + self._negative_ttl
+            if len(self._refused) > self._cache_size:
+                self._refused.popitem(last=False)
+            raise
+        exp = claims.get("exp")
+        until = float(exp) if isinstance(exp, int | float) else now + self._negative_ttl
+        return self._remember(digest, until, Identity.from_claims(claims, access_token=token))

@@ -68,4 +68,5 @@ class SessionAuthenticator:
             if refreshed is None:
                 return None
             session = refreshed
-        return Identity.from_claims({**session.claims, "sub": session.sub}, session.access_token)
+        return Identity.from_claims({**session.claims, "sub": session.sub}, session.access_token,
+                                    id_token=session.id_token)

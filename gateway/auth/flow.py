@@ -72,7 +72,8 @@ class LoginFlow:
     async def begin(self, request: web.Request, rd: str, form: Form | None = None) -> web.StreamResponse:
         """Remember a new login (state, nonce, PKCE verifier, return path, preserved form) and send the
         browser to the OP."""
-        auth_request = self._client.new_auth_request(safe_return_path(rd))
+        domains = self._settings.access.redirect_domains  # absolute rd only to these hosts (forward-auth)
+        auth_request = self._client.new_auth_request(safe_return_path(rd, domains))
         location = self._client.authorization_url(auth_request)  # raises ProviderUnavailable first
         binding = self._login_cookie.read(request) or self._login_cookie.new_id()
         pending = PendingLogin(request=auth_request, binding=_binding_hash(binding), created_at=self._clock(),
@@ -175,7 +176,7 @@ class LoginFlow:
             await self._store.delete(old_sid)
         sid = self._session_cookie.new_id()  # a fresh id at every login: no session fixation
         await self._store.put(sid, session, ttl=self._sessions.ttl(session, now))
-        rd = safe_return_path(pending.request.rd)
+        rd = safe_return_path(pending.request.rd, self._settings.access.redirect_domains)
         response: web.StreamResponse
         if pending.form is not None and self._replay_post is not None:
             response = self._replay_post(request, rd, pending.form)

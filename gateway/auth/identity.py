@@ -30,16 +30,19 @@ class Identity:
     username: str | None = None
     groups: tuple[str, ...] = ()
     access_token: str | None = field(default=None, repr=False)  # never in logs or tracebacks
+    id_token: str | None = field(default=None, repr=False)  # the session's raw ID token, when there is one
     claims: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_claims(cls, claims: Mapping[str, Any], access_token: str | None = None) -> Identity:
+    def from_claims(cls, claims: Mapping[str, Any], access_token: str | None = None,
+                    id_token: str | None = None) -> Identity:
         return cls(
             sub=str(claims["sub"]),
             email=_opt_str(claims.get("email")),
             username=_opt_str(claims.get("preferred_username")),
             groups=_groups(claims.get("groups")),
             access_token=access_token,
+            id_token=id_token,
             claims=dict(claims),
         )
 

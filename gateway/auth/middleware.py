@@ -60,7 +60,7 @@ def auth_middleware(authenticators: Sequence[Authenticator], policy: AccessPolic
                     ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.match_info.route.name != PROXY_ROUTE or policy.is_public(request.path):
+        if request.match_info.route.name != PROXY_ROUTE or policy.is_public(request.path, request.method):
             return await handler(request)
         identity = await authenticate(request, authenticators)
         if identity is None:
@@ -70,7 +70,7 @@ def auth_middleware(authenticators: Sequence[Authenticator], policy: AccessPolic
             if form is not None:
                 return await start_login(request, request.raw_path, form)
             raise Unauthenticated()
-        policy.check(identity)
+        policy.check(identity, request.method, request.path)
         request[IDENTITY] = identity
         return await handler(request)
 

@@ -23,7 +23,18 @@ from __future__ import annotations
 
 from gateway.config.loading import Problems as Problems
 from gateway.config.loading import load_settings, settings_from_mapping
-from gateway.config.models import AccessSettings, BearerSettings, OIDCSettings, SessionSettings, UpstreamSettings
+from gateway.config.models import (
+    AccessSettings,
+    BearerSettings,
+    ClaimRegex,
+    HeaderSettings,
+    IdentityAssertionSettings,
+    OIDCSettings,
+    RuleSettings,
+    SessionSettings,
+    TrustedIssuerSettings,
+    UpstreamSettings,
+)
 from gateway.config.settings import Settings
 from gateway.config.values import Duration as Duration
 from gateway.config.values import HttpUrl as HttpUrl
@@ -37,9 +48,14 @@ from gateway.config.values import parse_duration
 __all__ = [
     "AccessSettings",
     "BearerSettings",
+    "ClaimRegex",
+    "HeaderSettings",
+    "IdentityAssertionSettings",
     "OIDCSettings",
+    "RuleSettings",
     "SessionSettings",
     "Settings",
+    "TrustedIssuerSettings",
     "UpstreamSettings",
     "load_settings",
     "parse_duration",

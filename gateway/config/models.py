@@ -26,7 +26,9 @@ from gateway.config.values import (
     _regex,
 )
 
-__all__ = ["AccessSettings", "BearerSettings", "OIDCSettings", "SessionSettings", "UpstreamSettings"]
+__all__ = ["AccessSettings", "BearerSettings", "ClaimRegex", "HeaderSettings", "IdentityAssertionSettings",
+           "OIDCSettings", "RuleSettings", "SessionSettings",
+           "TrustedIssuerSettings", "UpstreamSettings"]
 
 _ALLOWED_ALGS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
@@ -81,6 +83,7 @@ class OIDCSettings(_Model):
     jwks_uri: OPUrl | None = None
     end_session_endpoint: OPUrl | None = None
     revocation_endpoint: OPUrl | None = None
+    introspection_endpoint: OPUrl | None = None
 
     @field_validator("issuer")
     @classmethod
@@ -312,10 +315,32 @@ class UpstreamSettings(_Model):
         return url
 
 
+class TrustedIssuerSettings(_Model):
+    """Another issuer whose Bearer JWTs are accepted, with its own keys and audiences."""
+
+    issuer: OPUrl
+    jwks_uri: OPUrl
+    audiences: list[NonEmptyStr] = Field(min_length=1)
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "PS256", "ES256", "EdDSA"])
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric(cls, algs: list[str]) -> list[str]:
+        if not algs or any(alg not in _ALLOWED_ALGS or alg.startswith("HS") for alg in algs):
+            raise ValueError("must list asymmetric algorithms (RS*, PS*, ES*, EdDSA) only")
+        return algs
+
+
 class BearerSettings(_Model):
     enabled: bool = True
     audiences: list[NonEmptyStr] = Field(default_factory=list)  # [] = [oidc.client_id]
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "PS256", "ES256", "EdDSA"])
+    # RFC 7662: opaque (non-JWT) tokens are introspected at the OP; off = they are 401.
+    introspection: bool = False
+    introspection_cache_size: int = Field(default=10_000, ge=1)
+    introspection_negative_ttl: Duration = 30.0
+    trusted_issuers: list[TrustedIssuerSettings] = Field(default_factory=list)
+    accept_id_tokens: bool = False  # an ID token (aud = client_id) presented as Bearer
 
     @field_validator("algorithms")
     @classmethod
@@ -329,8 +354,120 @@ class BearerSettings(_Model):
         return algs
 
 
+def _redirect_domain(domain: str) -> str:
+    """`app.example.com` (that host only) or `.example.com` (any subdomain of it); no scheme or port."""
+    labels = domain.lower().removeprefix(".").split(".")
+    if not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        raise ValueError("must be a host such as app.example.com or .example.com (no scheme, port or path)")
+    if domain.startswith(".") and len(labels) < 2:
+        raise ValueError("a suffix must name a domain below a top-level domain, e.g. .example.com")
+    return domain.lower()
+
+
+class ClaimRegex(_Model):
+    """`{regex: ...}` in required_claims: the claim (or one element of a list claim) must fullmatch."""
+
+    regex: Annotated[str, AfterValidator(_regex)]
+
+
+_METHOD = re.compile(r"[A-Z]{1,20}")
+_RESTRICTIONS = ("allowed_emails", "allowed_email_domains", "allowed_groups", "required_claims", "required_scopes")
+
+
+class RuleSettings(_Model):
+    """One access rule; the first whose path (regex, searched) and method match applies."""
+
+    path: Annotated[str, AfterValidator(_regex)]
+    methods: list[str] = Field(default_factory=list)  # [] = every method
+    allowed_emails: list[NonEmptyStr] = Field(default_factory=list)
+    allowed_email_domains: list[Annotated[str, AfterValidator(_email_domain)]] = Field(default_factory=list)
+    allowed_groups: list[NonEmptyStr] = Field(default_factory=list)
+    required_claims: dict[NonEmptyStr, str | int | bool | ClaimRegex] = Field(default_factory=dict)
+    required_scopes: list[NonEmptyStr] = Field(default_factory=list)
+    public: bool = False  # last: its validator reads the fields above
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, methods: list[str]) -> list[str]:
+        upper = [m.upper() for m in methods]
+        if any(not _METHOD.fullmatch(m) for m in upper):
+            raise ValueError("must be HTTP method names such as GET or POST")
+        return upper
+
+    @field_validator("public")
+    @classmethod
+    def _public_alone(cls, public: bool, info: ValidationInfo) -> bool:
+        if public and any(info.data.get(k) for k in _RESTRICTIONS):
+            raise ValueError("a public rule admits everyone: it cannot also restrict who passes")
+        return public
+
+
 class AccessSettings(_Model):
     public_paths: list[Annotated[str, AfterValidator(_regex)]] = Field(default_factory=list)
     allowed_email_domains: list[Annotated[str, AfterValidator(_email_domain)]] = Field(default_factory=list)
     allowed_groups: list[NonEmptyStr] = Field(default_factory=list)
+    rules: list[RuleSettings] = Field(default_factory=list)
+    # Hosts a login may return the browser to by absolute URL (rd): exact, or `.example.com` for subdomains.
+    redirect_domains: list[Annotated[str, AfterValidator(_redirect_domain)]] = Field(default_factory=list)
     bearer: BearerSettings = BearerSettings()
+
+
+class IdentityAssertionSettings(_Model):
+    """A short JWT signed by the gateway, sent upstream so it can verify who the user is."""
+
+    enabled: bool = False
+    header: NonEmptyStr = "X-Auth-Request-Assertion"
+    ttl: PositiveDuration = 60.0
+    algorithm: Literal["ES256", "RS256"] = "ES256"
+    # PEM private key (or private_key_file); None = a key generated at start-up, which is per process:
+    # with several replicas or workers set one, or upstreams see signatures from keys they never fetched.
+    private_key: SecretStr | None = None
+    audience: NonEmptyStr | None = None  # the `aud` claim; None = no aud
+
+    @field_validator("header")
+    @classmethod
+    def _token_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9\-]{1,64}", name):
+            raise ValueError("must be a header name of letters, digits and '-'")
+        return name
+
+    @field_validator("private_key")
+    @classmethod
+    def _pem(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and "-----BEGIN" not in key.get_secret_value():
+            raise ValueError("must be a PEM private key")
+        return key
+
+
+# Header names the gateway owns or that would change how the request is framed or routed.
+_RESERVED_HEADERS = frozenset({
+    "authorization", "cookie", "host", "content-length", "content-type", "content-encoding", "transfer-encoding",
+    "connection", "keep-alive", "te", "trailer", "upgrade", "expect", "forwarded", "x-real-ip", "x-request-id",
+    "proxy-authorization", "proxy-connection",
+})
+_BUILT_IN = frozenset({"x-auth-request-user", "x-auth-request-email", "x-auth-request-preferred-username",
+                       "x-auth-request-groups", "x-auth-request-id-token"})
+_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+
+
+class HeaderSettings(_Model):
+    """Which identity headers go upstream (and in a forward-auth 202) beyond the X-Auth-Request-* set."""
+
+    claims: dict[str, NonEmptyStr] = Field(default_factory=dict)  # header name -> claim name
+    id_token: bool = False  # X-Auth-Request-Id-Token: the session's raw ID token
+    access_token: bool = True  # Authorization: Bearer <access token>
+
+    @field_validator("claims")
+    @classmethod
+    def _header_names(cls, claims: dict[str, str]) -> dict[str, str]:
+        seen: set[str] = set()
+        for name in claims:
+            lower = name.lower()
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a header name: letters, digits and '-' only, at most 64")
+            if lower in _RESERVED_HEADERS or lower in _BUILT_IN or lower.startswith(("x-forwarded-", "sec-")):
+                raise ValueError(f"{name!r} is reserved: the gateway or the HTTP framing owns it")
+            if lower in seen:
+                raise ValueError(f"{name!r} is listed twice (header names are case-insensitive)")
+            seen.add(lower)
+        return claims

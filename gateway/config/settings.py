@@ -18,6 +18,8 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
 from gateway.config.models import (
     AccessSettings,
+    HeaderSettings,
+    IdentityAssertionSettings,
     OIDCSettings,
     SessionSettings,
     UpstreamSettings,
@@ -45,6 +47,8 @@ class Settings(_Model):
     session: SessionSettings
     upstreams: list[UpstreamSettings] = Field(min_length=1)
     access: AccessSettings = AccessSettings()
+    headers: HeaderSettings = HeaderSettings()
+    identity_assertion: IdentityAssertionSettings = IdentityAssertionSettings()
 
     @field_validator("listen")
     @classmethod
@@ -165,6 +169,16 @@ class Settings(_Model):
                 "bearer tokens verify against oidc.jwks_uri, which is not set while discovery is false; "
                 "set oidc.jwks_uri or disable bearer"))])
         return access
+
+    @field_validator("identity_assertion")
+    @classmethod
+    def _shared_assertion_key(cls, assertion: IdentityAssertionSettings,
+                              info: ValidationInfo) -> IdentityAssertionSettings:
+        if assertion.enabled and assertion.private_key is None and info.data.get("workers", 1) > 1:
+            raise _Problems([("identity_assertion.private_key", (
+                "is required with several workers: a generated key is per process, so each worker would "
+                "sign with a key the others' /.well-known/jwks.json does not publish"))])
+        return assertion
 
     @property
     def listen_host(self) -> str:

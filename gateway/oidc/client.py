@@ -3,8 +3,9 @@
 Authorization request (OIDC Core §3.1.2.1) with fresh `state`, `nonce` and a PKCE S256 challenge
 (RFC 7636); token exchange and refresh with client_secret_basic, client_secret_post or none
 (RFC 6749 §2.3.1); userinfo, whose `sub` must equal the ID token's (OIDC Core §5.3.4); the
-RP-initiated logout URL and refresh-token revocation (RFC 7009). Every ID token, from the token
-endpoint or (hybrid/implicit, form_post) from the authorization response, is verified by TokenVerifier.
+RP-initiated logout URL, refresh-token revocation (RFC 7009) and token introspection (RFC 7662).
+Every ID token, from the token endpoint or (hybrid/implicit, form_post) from the authorization
+response, is verified by TokenVerifier.
 OP failures become ProviderError carrying the OAuth `error` code; an unreachable OP becomes
 ProviderUnavailable. Tokens and codes are never logged.
 """
@@ -231,6 +232,32 @@ class OIDCClient:
         if not ok:
             log.warning("token revocation refused: HTTP %d", resp.status)
         return ok
+
+    async def introspect(self, token: str) -> Claims | None:
+        """RFC 7662 §2: the OP's verdict on an opaque token; the response when active, else None.
+
+        Raises ProviderUnavailable when the OP cannot say (unreachable, no endpoint, not a JSON object):
+        that is our outage, not the client's bad token, and it is never cached as a negative result.
+        """
+        metadata = self._provider.require()
+        if metadata.introspection_endpoint is None:
+            log.error("bearer introspection is on but the provider has no introspection_endpoint")
+            raise ProviderUnavailable()
+        form = {"token": token, "token_type_hint": "access_token"}
+        headers = {"Accept": "application/json", **self._client_auth(form)}
+        try:
+            async with self._http.post(metadata.introspection_endpoint, data=form, headers=headers,
+                                       allow_redirects=False) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.error("introspection endpoint unreachable: %s", type(exc).__name__)
+            raise ProviderUnavailable() from exc
+        data = _json_object(body)
+        if status != 200 or data is None:
+            log.error("introspection endpoint answered HTTP %d", status)
+            raise ProviderUnavailable()
+        return data if data.get("active") is True else None  # RFC 7662 §2.2: only a JSON true is active
 
     def end_session_url(self, *, id_token: str | None, post_logout_redirect: str, state: str) -> URL | None:
         metadata = self._provider.metadata

@@ -27,7 +27,7 @@ __all__ = ["ProviderMetadata", "ProviderState", "fetch_metadata", "metadata_from
 log = logging.getLogger(__name__)
 
 _ENDPOINTS = ("authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri",
-              "end_session_endpoint", "revocation_endpoint")
+              "end_session_endpoint", "revocation_endpoint", "introspection_endpoint")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ class DiscoveryError(Exception):
 
 def metadata_from(settings: OIDCSettings, document: Mapping[str, Any]) -> ProviderMetadata:
     """Merge a discovery document (possibly empty) with the endpoint overrides from config."""
-    merged: dict[str, Any] = {k: document.get(k) for k in (*_ENDPOINTS, "introspection_endpoint")}
+    merged: dict[str, Any] = {k: document.get(k) for k in _ENDPOINTS}
     for key in _ENDPOINTS:
         override = getattr(settings, key)
         if override is not None:

@@ -9,6 +9,13 @@ our client_id, `exp` in the past or `iat` missing or in the future (both with th
 `nbf` in the future, a missing `sub`, a `nonce` other than this login's, and a wrong or (where the
 flow requires it) missing `at_hash` / `c_hash`.
 
+Bearer JWTs: the unverified `iss` only selects whose keys, algorithms and audiences apply (the OP's,
+or one of access.bearer.trusted_issuers); an unknown issuer is rejected before any key is fetched, and
+the signature then decides. A token that looks like an ID token (HS* alg, or `nonce` / `at_hash` /
+`c_hash` / `s_hash`, or `aud` with our client_id but not among the bearer audiences) is rejected unless
+access.bearer.accept_id_tokens is on; then it is verified exactly as an ID token (ID-token alg
+allow-list, so HS256 only when oidc.id_token_signing_algs has it), without a nonce to compare.
+
 Logout Tokens (Back-Channel Logout 1.0 §2.6) go through the same decoding (ID-token alg allow-list,
 JWKS or client secret) and the same iss/aud/iat/exp rules, except that `exp` may be absent (then the
 token lives LOGOUT_TOKEN_MAX_AGE from `iat`) and `sub` is optional. Also rejected: a `typ` header
@@ -31,7 +38,8 @@ import jwt
 from gateway.errors import InvalidToken
 from gateway.oidc.jwks import KeySet
 
-__all__ = ["LOGOUT_EVENT", "LOGOUT_TOKEN_MAX_AGE", "Claims", "LogoutToken", "TokenVerifier", "token_hash"]
+__all__ = ["LOGOUT_EVENT", "LOGOUT_TOKEN_MAX_AGE", "BearerIssuer", "Claims", "LogoutToken", "TokenVerifier",
+           "token_hash"]
 
 Claims = dict[str, Any]
 
@@ -42,6 +50,17 @@ LOGOUT_TOKEN_MAX_AGE = 600.0  # seconds after `iat` that a logout token without 
 # BCL 1.0 §2.4 recommends typ=logout+jwt; no typ and the generic "JWT" (Keycloak before 25, older
 # Authentik) are accepted too: the events claim and the nonce ban already tell ID tokens apart (§4.1).
 _LOGOUT_TYPES: frozenset[str | None] = frozenset({None, "logout+jwt", "jwt"})
+_ID_TOKEN_ONLY_CLAIMS = ("nonce", "at_hash", "c_hash", "s_hash")  # OIDC Core §2, §3.3.2.11; never in RFC 9068
+
+
+@dataclass(frozen=True, slots=True)
+class BearerIssuer:
+    """Whose Bearer JWTs verify how: the issuer, its keys, accepted algorithms and audiences."""
+
+    issuer: str
+    keys: KeySet
+    algorithms: frozenset[str]
+    audiences: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +85,8 @@ class TokenVerifier:
     def __init__(self, *, issuer: str, client_id: str, client_secret: str | None,
                  id_token_algs: Collection[str], bearer_algs: Collection[str],
                  bearer_audiences: Collection[str], keys: KeySet, clock_skew: float,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], trusted_issuers: Collection[BearerIssuer] = (),
+                 accept_id_tokens: bool = False) -> None:
         self._issuer = issuer
         self._client_id = client_id
         self._secret = client_secret.encode() if client_secret else None
@@ -76,9 +96,12 @@ class TokenVerifier:
         self._keys = keys
         self._skew = clock_skew
         self._clock = clock
+        own = BearerIssuer(issuer, keys, self._bearer_algs, self._bearer_audiences)
+        self._bearer_issuers = {i.issuer: i for i in trusted_issuers} | {issuer: own}
+        self._accept_id_tokens = accept_id_tokens
 
-    async def _decode(self, raw: str, allowed: frozenset[str],
-                      typs: frozenset[str | None] | None = None) -> tuple[str, Claims]:
+    async def _decode(self, raw: str, allowed: frozenset[str], typs: frozenset[str | None] | None = None,
+                      keys: KeySet | None = None) -> tuple[str, Claims]:
         try:
             header = jwt.get_unverified_header(raw)
         except jwt.PyJWTError:
@@ -94,7 +117,7 @@ class TokenVerifier:
             key: Any = self._secret
         else:
             kid = header.get("kid")
-            key = await self._keys.key_for(kid if isinstance(kid, str) else None, alg)
+            key = await (keys or self._keys).key_for(kid if isinstance(kid, str) else None, alg)
         try:
             claims = jwt.decode(
                 raw, key, algorithms=[alg],
@@ -156,15 +179,60 @@ class TokenVerifier:
         return claims
 
     async def bearer(self, raw: str) -> Claims:
-        """A JWT access token presented by an API client (RFC 9068 §4)."""
-        _, claims = await self._decode(raw, self._bearer_algs)
-        self._check_issuer_subject(claims)
+        """A JWT access token presented by an API client (RFC 9068 §4), or an ID token when allowed."""
+        try:
+            header = jwt.get_unverified_header(raw)
+            unverified = jwt.decode(raw, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise InvalidToken("malformed token") from None
+        iss = unverified.get("iss")
+        trusted = self._bearer_issuers.get(iss) if isinstance(iss, str) else None
+        if trusted is None:
+            raise InvalidToken("issuer mismatch")
+        if iss == self._issuer and self._looks_like_id_token(header, unverified):
+            if not self._accept_id_tokens:
+                raise InvalidToken("ID token not accepted")
+            return await self.id_token(raw, nonce=None)
+        _, claims = await self._decode(raw, trusted.algorithms, keys=trusted.keys)
+        if claims.get("iss") != trusted.issuer:
+            raise InvalidToken("issuer mismatch")
+        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+            raise InvalidToken("subject missing")
         aud = claims.get("aud")
         audiences = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
-        if not audiences & self._bearer_audiences:
+        if not audiences & trusted.audiences:
             raise InvalidToken("audience mismatch")
         self._check_time(claims, require_iat=False)
         return claims
+
+    def introspected(self, response: Claims) -> Claims:
+        """An active RFC 7662 response as claims: iss, aud and exp are checked where present (§2.2)."""
+        if "iss" in response and response["iss"] != self._issuer:
+            raise InvalidToken("issuer mismatch")
+        aud = response.get("aud")
+        if aud is not None:
+            audiences = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
+            # The OP's own client_id counts too: it introspected a token that was issued to us.
+            if not audiences & (self._bearer_audiences | {self._client_id}):
+                raise InvalidToken("audience mismatch")
+        self._check_time(response, require_iat=False, require_exp=False)
+        claims = dict(response)
+        # client_credentials tokens have no user: the subject is the client (as for JWT access tokens).
+        sub = response.get("sub") or response.get("client_id")
+        if not isinstance(sub, str) or not sub:
+            raise InvalidToken("subject missing")
+        claims["sub"] = sub
+        return claims
+
+    def _looks_like_id_token(self, header: dict[str, Any], claims: Claims) -> bool:
+        if _media_type(header.get("typ")) == "at+jwt":  # RFC 9068 §2.1
+            return False
+        alg = header.get("alg")
+        aud = claims.get("aud")
+        audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        return ((isinstance(alg, str) and alg.startswith("HS"))
+                or any(name in claims for name in _ID_TOKEN_ONLY_CLAIMS)
+                or (self._client_id in audiences and self._client_id not in self._bearer_audiences))
 
     async def logout_token(self, raw: str) -> LogoutToken:
         """A Back-Channel Logout token (BCL 1.0 §2.6 steps 2-7), verified like an ID token where it says so."""

@@ -24,10 +24,11 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from gateway.auth.assertion import IdentityAssertion
 from gateway.auth.identity import IDENTITY
 from gateway.auth.policy import has_dot_segment
 from gateway.errors import PayloadTooLarge, UpstreamError, UpstreamTimeout
-from gateway.proxy.headers import REQUEST_ID, downstream_headers, upstream_headers
+from gateway.proxy.headers import REQUEST_ID, IdentityHeaders, downstream_headers, upstream_headers
 from gateway.proxy.routes import Route, UpstreamTable
 from gateway.proxy.websocket import splice
 
@@ -72,8 +73,12 @@ class Forwarder:
     """The proxy handler: `await forwarder(request)` streams `request` to its upstream."""
 
     def __init__(self, routes: UpstreamTable, http: aiohttp.ClientSession, *,
-                 cookie_names: frozenset[str], forwarded_proto: str, max_body_size: int = 0) -> None:
+                 cookie_names: frozenset[str], forwarded_proto: str, max_body_size: int = 0,
+                 identity_headers: IdentityHeaders | None = None,
+                 assertion: IdentityAssertion | None = None) -> None:
         self._routes = routes
+        self._assertion = assertion  # the signed identity header, when identity_assertion is enabled
+        self._identity_headers = identity_headers or IdentityHeaders()
         self._http = http
         self._cookie_names = frozenset(cookie_names)
         self._proto = forwarded_proto
@@ -91,7 +96,9 @@ class Forwarder:
         headers = upstream_headers(request.headers, request.get(IDENTITY), cookie_names=self._cookie_names,
                                    peer=request.remote, forwarded_proto=self._proto,
                                    pass_host=route.upstream.pass_host_header, websocket=websocket,
-                                   request_id=request.get(REQUEST_ID))
+                                   request_id=request.get(REQUEST_ID), mapping=self._identity_headers)
+        if self._assertion is not None:
+            self._assertion.apply(headers, request.get(IDENTITY))
         url = route.url_for(request.rel_url.raw_path, request.rel_url.raw_query_string)
         if websocket:
             return await self._websocket(request, route, url, headers)

@@ -22,19 +22,29 @@ CR/LF/NUL) are removed, non-ASCII is kept and sent as UTF-8, and a value longer 
 MAX_HEADER_VALUE bytes is omitted rather than truncated (a truncated name could be someone else's);
 groups are comma-joined, so a group whose name contains a comma is left out, and the list stops at
 the last whole group that fits.
+
+Header mapping (`headers`, IdentityHeaders): each `claims` entry sends one claim under a chosen name,
+sanitised as above (a string as is, a boolean as `true`/`false`, a number in decimal, a list of
+strings/numbers comma-joined like groups; an object or a missing claim sends nothing). Every mapped
+name is also removed from client requests, always, exactly like X-Auth-Request-*. `id_token: true`
+sends the session's raw ID token as X-Auth-Request-Id-Token; `access_token: false` stops the
+`Authorization: Bearer` header (a client's own Authorization is still removed when an identity is
+present).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.auth.identity import Identity
+from gateway.config import HeaderSettings
 
-__all__ = ["HOP_BY_HOP", "MAX_HEADER_VALUE", "REQUEST_ID", "downstream_headers", "identity_headers",
+__all__ = ["HOP_BY_HOP", "MAX_HEADER_VALUE", "IdentityHeaders", "REQUEST_ID", "downstream_headers", "identity_headers",
            "strip_cookies", "upstream_headers"]
 
 log = logging.getLogger(__name__)
@@ -88,7 +98,43 @@ def _groups_value(groups: Iterable[str]) -> str | None:
     return ",".join(kept) or None
 
 
-def identity_headers(identity: Identity) -> dict[str, str]:
+def _claim_value(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return _clean(value)
+    if isinstance(value, list) and all(isinstance(v, str | int) and not isinstance(v, bool) for v in value):
+        return _groups_value(str(v) for v in value)
+    return None
+
+
+class IdentityHeaders:
+    """identity → the headers an upstream (or a forward-auth 202) gets, per the `headers` settings."""
+
+    def __init__(self, settings: HeaderSettings | None = None) -> None:
+        self._settings = settings or HeaderSettings()
+        self._claims = tuple(self._settings.claims.items())
+        self.names = frozenset(name.lower() for name, _ in self._claims)  # stripped from client requests
+
+    def __call__(self, identity: Identity) -> dict[str, str]:
+        out = identity_headers(identity, access_token=self._settings.access_token)
+        for name, claim in self._claims:
+            if claim in identity.claims:
+                value = _claim_value(identity.claims[claim])
+                if value is None:
+                    log.warning("mapped header omitted: not a scalar/list, or too long", extra={"header": name})
+                else:
+                    out[name] = value
+        if self._settings.id_token and identity.id_token:
+            token = _clean(identity.id_token)
+            if token is not None:
+                out["X-Auth-Request-Id-Token"] = token
+        return out
+
+
+def identity_headers(identity: Identity, *, access_token: bool = True) -> dict[str, str]:
     """The X-Auth-Request-* and Authorization headers that describe `identity` to an upstream."""
     out: dict[str, str] = {}
     for name, raw in (("X-Auth-Request-User", identity.sub), ("X-Auth-Request-Email", identity.email),
@@ -103,7 +149,7 @@ def identity_headers(identity: Identity) -> dict[str, str]:
         groups = _groups_value(identity.groups)
         if groups is not None:
             out["X-Auth-Request-Groups"] = groups
-    if identity.access_token:
+    if access_token and identity.access_token:
         bearer = _clean("Bearer " + identity.access_token)
         if bearer is None:
             log.warning("identity header omitted: empty or too long", extra={"header": "Authorization"})
@@ -151,14 +197,17 @@ def upstream_headers(
     pass_host: bool = False,
     websocket: bool = False,
     request_id: str | None = None,
+    mapping: IdentityHeaders | None = None,
 ) -> CIMultiDict[str]:
     """The headers to send upstream for a client request with `headers` (see the module docstring).
 
     `peer` is the client's address (appended to X-Forwarded-For); `pass_host` keeps the client's
     Host (otherwise the HTTP client sets the upstream's); `websocket` also drops the client's
     handshake headers, which the upstream handshake generates afresh; `request_id`, when given,
-    replaces the client's X-Request-Id.
+    replaces the client's X-Request-Id; `mapping` makes the identity headers (and names the mapped
+    headers to strip from the client's).
     """
+    mapped = mapping.names if mapping is not None else frozenset()
     connection = _connection_tokens(headers)
     chunked = hdrs.TRANSFER_ENCODING in headers
     out: CIMultiDict[str] = CIMultiDict()
@@ -169,7 +218,7 @@ def upstream_headers(
         if lower in HOP_BY_HOP or lower in connection:
             continue
         norm = lower.replace("_", "-") if "_" in lower else lower
-        if norm.startswith(_AUTH_PREFIX):
+        if norm.startswith(_AUTH_PREFIX) or norm in mapped:
             continue
         if norm.startswith("x-forwarded-") or norm in _GATEWAY_OWNED:
             if lower == _XFF:
@@ -206,7 +255,7 @@ def upstream_headers(
     if request_id is not None:
         out["X-Request-Id"] = request_id
     if identity is not None:
-        out.update(identity_headers(identity))
+        out.update(mapping(identity) if mapping is not None else identity_headers(identity))
     return out
 
 

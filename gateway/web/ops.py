@@ -2,7 +2,17 @@
 
 /oauth2/userinfo and /oauth2/auth authenticate like a proxied request (Bearer JWT, then session
 cookie) but never redirect: no identity is 401. /oauth2/auth is forward-auth for nginx auth_request /
-Traefik forwardAuth: 202 with the identity headers the upstream would get, or 401.
+Traefik forwardAuth / Envoy ext_authz (HTTP service): 202 with the identity headers the upstream would
+get, 401 without an identity, 403 when the access policy says no.
+
+Forward-auth decides for the *original* request, which the proxy describes in headers: the method
+from X-Forwarded-Method (Traefik) or X-Original-Method (nginx), else GET; the URI from
+X-Forwarded-Uri (Traefik), X-Original-URL or X-Original-URI (nginx; absolute or path). Envoy's HTTP
+ext_authz instead appends the original path to /oauth2/auth and keeps the method, so without those
+headers the method is this request's and the URI is what follows /oauth2/auth (`/` when nothing).
+These headers are trusted only to choose which rule to apply to the caller's *own* credential: a
+client that reaches /oauth2/auth directly learns nothing it could not learn by asking for that
+path, and is never proxied anywhere. A public original path answers 202 with no identity headers.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
 
 from gateway.auth.identity import Identity
 from gateway.auth.middleware import Authenticator, authenticate
@@ -67,6 +78,30 @@ class OpsHandlers:
                             headers={"Cache-Control": "no-store"})
 
     async def forward_auth(self, request: web.Request) -> web.Response:
+        method, path = original_request(request)
+        if self._policy.is_public(path, method):
+            return web.Response(status=202, headers={"Cache-Control": "no-store"})
         identity = await self._identity(request)
-        self._policy.check(identity)
-        return web.Response(status=202, headers=dict(self._identity_headers(identity)))
+        self._policy.check(identity, method, path)
+        return web.Response(status=202, headers={**self._identity_headers(identity), "Cache-Control": "no-store"})
+
+
+_AUTH_PATH = "/oauth2/auth"
+_METHOD_HEADERS = ("X-Forwarded-Method", "X-Original-Method")
+_URI_HEADERS = ("X-Forwarded-Uri", "X-Original-URL", "X-Original-URI")
+
+
+def original_request(request: web.Request) -> tuple[str, str]:
+    """(method, decoded path) of the request the proxy asks about (see the module docstring)."""
+    method = next((request.headers[h] for h in _METHOD_HEADERS if request.headers.get(h)), request.method).upper()
+    envoy = request.raw_path.removeprefix(_AUTH_PATH) if request.path.startswith(_AUTH_PATH + "/") else "/"
+    uri = next((request.headers[h] for h in _URI_HEADERS if request.headers.get(h)), envoy)
+    if any(not 0x21 <= ord(c) <= 0x7E for c in uri):
+        raise web.HTTPBadRequest(text="Bad Request: invalid original URI")
+    try:
+        path = URL(uri, encoded=True).path
+    except ValueError:
+        raise web.HTTPBadRequest(text="Bad Request: invalid original URI") from None
+    if not path.startswith("/"):
+        raise web.HTTPBadRequest(text="Bad Request: invalid original URI")
+    return method, path

@@ -1,7 +1,8 @@
 """SIGHUP: re-read the configuration file and swap routes, access rules and upstreams while serving.
 
 What a reload changes: `upstreams` (routes and their URLs and timeouts), the access rules
-(`access.public_paths`, `allowed_email_domains`, `allowed_groups`), `max_body_size` and `log_level`.
+(`access.public_paths`, `allowed_email_domains`, `allowed_groups`, `rules`), the identity `headers`,
+`max_body_size` and `log_level`.
 gateway.app rebuilds the forwarder, the access policy and the handlers that use it, and puts them
 into the running Components in one synchronous step: a request already being forwarded finishes
 with the objects it started with, the next one uses the new ones, and no connection is closed.
@@ -27,8 +28,9 @@ __all__ = ["RELOADABLE", "LiveConfig", "reload_config", "restart_required"]
 
 log = logging.getLogger(__name__)
 
-RELOADABLE = frozenset({"upstreams", "access", "max_body_size", "log_level"})
-_ACCESS_NEEDS_RESTART = frozenset({"bearer"})  # the token verifier is built once, at start-up
+RELOADABLE = frozenset({"upstreams", "access", "headers", "max_body_size", "log_level"})
+# The token verifier and the login flow (which reads redirect_domains) are built once, at start-up.
+_ACCESS_NEEDS_RESTART = frozenset({"bearer", "redirect_domains"})
 
 
 @dataclass(slots=True)
@@ -52,7 +54,7 @@ def restart_required(old: Settings, new: Settings) -> list[str]:
 def _effective(old: Settings, new: Settings) -> Settings:
     """`new`'s reloadable parts on top of `old` (both validated, so no validation is skipped)."""
     access = new.access.model_copy(update={name: getattr(old.access, name) for name in _ACCESS_NEEDS_RESTART})
-    return old.model_copy(update={"upstreams": new.upstreams, "access": access,
+    return old.model_copy(update={"upstreams": new.upstreams, "access": access, "headers": new.headers,
                                   "max_body_size": new.max_body_size, "log_level": new.log_level})
 
 
