@@ -60,3 +60,16 @@ async def test_bearer_disabled_ignores_the_token(gateway_factory: Any, op: Any) 
     token = await jwt_access_token(op)
     resp = await gw.client.get("/api", headers={**API, "Authorization": f"Bearer {token}"})
     assert resp.status == 401 and resp.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_client_credentials_token_passes_one_scope_rule_and_fails_another(gateway_factory: Any,
+                                                                                  op: Any) -> None:
+    gw = await gateway_factory(access={"bearer": {"audiences": ["urn:gateway:api"]}, "rules": [
+        {"path": "^/read", "required_scopes": ["api:read"]},
+        {"path": "^/write", "required_scopes": ["api:write"]},
+    ]})
+    token = await jwt_access_token(op)  # client_credentials, scope api:read
+    headers = {**API, "Authorization": f"Bearer {token}"}
+    assert (await gw.client.get("/read/items", headers=headers)).status == 200
+    denied = await gw.client.get("/write/items", headers=headers)
+    assert denied.status == 403 and (await denied.json())["error"] == "access_denied"

@@ -193,3 +193,19 @@ async def test_bearer_audience_and_issuer() -> None:
         await verifier.bearer(sign(claims(aud="api"), alg="HS256", kid=None))
     with pytest.raises(InvalidToken):
         await verifier.bearer(sign(claims(aud="api", exp=time.time() - 3600 * 24 * 365 * 10)))
+
+
+async def test_bearer_rejects_alg_none_and_hs256_signed_with_the_public_key() -> None:
+    verifier = make_verifier()
+    with pytest.raises(InvalidToken):
+        await verifier.bearer(jwt.encode(claims(aud="api", nonce=None), None, algorithm="none"))
+    public_pem = RSA_KEY.public_key().public_bytes(serialization.Encoding.PEM,
+                                                    serialization.PublicFormat.SubjectPublicKeyInfo)
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT","kid":"rsa1"}').rstrip(b"=")
+    body = base64.urlsafe_b64encode(json.dumps(claims(aud="api", nonce=None)).encode()).rstrip(b"=")
+    mac = hmac.new(public_pem, header + b"." + body, hashlib.sha256).digest()
+    forged = (header + b"." + body + b"." + base64.urlsafe_b64encode(mac).rstrip(b"=")).decode()
+    with pytest.raises(InvalidToken) as info:
+        await verifier.bearer(forged)
+    # HS* is never a Bearer algorithm; an HS token also reads as an ID token, refused by default.
+    assert info.value.detail in ("signing algorithm not allowed", "ID token not accepted")
