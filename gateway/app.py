@@ -41,17 +41,18 @@ from gateway.proxy.headers import IdentityHeaders
 from gateway.proxy.routes import UpstreamTable
 from gateway.session.connect import redis_client
 from gateway.session.cookie import SignedCookie, derive_key
+from gateway.session.crypto import RecordCipher
 from gateway.session.redis import RedisStore
 from gateway.session.store import MemoryStore, SessionStore
 from gateway.web.errors import error_middleware
 from gateway.web.observability import AccessLogger, Metrics, configure_logging
 from gateway.web.ops import OpsHandlers
-from gateway.web.pages import Pages
+from gateway.web.pages import SECURITY_HEADERS, Pages
 from gateway.web.reload import LiveConfig, reload_config
 from gateway.web.request_id import request_id_middleware
 from gateway.web.workers import check_bindable, stop_gracefully_once, supervise
 
-__all__ = ["COMPONENTS", "SERVER_OPTIONS", "SETTINGS", "Components", "create_app", "run_gateway"]
+__all__ = ["COMPONENTS", "SERVER_OPTIONS", "SETTINGS", "Components", "create_app", "run_gateway", "server_options"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,12 @@ Clock = Callable[[], float]
 # How the server must run: request bodies reach the forwarder exactly as sent (a gzip body is
 # forwarded still gzipped, with its own Content-Encoding and Content-Length).
 SERVER_OPTIONS: dict[str, Any] = {"auto_decompress": False}
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """SERVER_OPTIONS plus the header limits: a longer request line or header field is refused (aiohttp
+    answers 400 and closes the connection) before any handler runs."""
+    return {**SERVER_OPTIONS, "max_line_size": settings.max_header_size, "max_field_size": settings.max_header_size}
 
 
 @dataclass(slots=True)
@@ -108,11 +115,15 @@ async def _upstream_http(app: web.Application) -> AsyncIterator[None]:
 async def _store(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS].session
     if settings.store == "memory":
-        app[STORE] = MemoryStore(app[CLOCK])
+        app[STORE] = MemoryStore(app[CLOCK], max_pending_logins=settings.max_pending_logins)
         yield
         return
+    # Records at rest are encrypted (gateway.session.crypto); without own secrets, keyed from cookie_secret.
+    secrets = settings.encryption_secrets or [settings.cookie_secret]
+    cipher = RecordCipher([secret.get_secret_value().encode() for secret in secrets])
     async with redis_client(settings) as redis:  # one node, Sentinel or Cluster (gateway.session.connect)
-        store = RedisStore(redis, prefix=settings.key_prefix, cache_ttl=settings.local_cache_ttl)
+        store = RedisStore(redis, prefix=settings.key_prefix, cache_ttl=settings.local_cache_ttl, cipher=cipher,
+                           max_pending_logins=settings.max_pending_logins)
         app[STORE] = store
         try:
             await store.ping()
@@ -253,6 +264,16 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     return await request.app[COMPONENTS].auth(request, handler)
 
 
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer of the gateway's own (pages, JSON, redirects, aiohttp's 404/405/413) gets the anti-framing,
+    no-sniff, referrer and CSP headers; a page that set its own (the replay page's nonce CSP) keeps it.
+    Proxied responses are the upstream's: left alone."""
+    if request.match_info.route.name == PROXY_ROUTE:  # errors there are rendered with them (web.errors)
+        return
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
 async def _not_found(request: web.Request) -> web.StreamResponse:
     raise web.HTTPNotFound()  # /oauth2/ is the gateway's own namespace: never proxied
 
@@ -265,6 +286,7 @@ def create_app(settings: Settings, *, clock: Clock = time.time, config_path: Pat
     app = web.Application(middlewares=[request_id_middleware, error_middleware(pages), metrics.middleware(), _auth],
                           client_max_size=64 * 1024)
     app[SETTINGS], app[CLOCK], app[METRICS], app[PAGES] = settings, clock, metrics, pages
+    app.on_response_prepare.append(_security_headers)
     app[LIVE] = LiveConfig(settings, config_path)
     if settings.identity_assertion.enabled:
         app[ASSERTION] = IdentityAssertion(settings.identity_assertion, issuer=settings.public_url, clock=clock)
@@ -307,7 +329,7 @@ def _serve(settings: Settings, *, worker: bool = False, config_path: Path | None
     web.run_app(create_app(settings, config_path=config_path), loop=loop, host=settings.listen_host,
                 port=settings.listen_port, shutdown_timeout=settings.shutdown_timeout, access_log_class=AccessLogger,
                 access_log=logging.getLogger("gateway.access"), print=None, handle_signals=not worker,
-                reuse_port=worker or None, **SERVER_OPTIONS)
+                reuse_port=worker or None, **server_options(settings))
 
 
 def _serve_worker(job: tuple[Settings, Path | None]) -> None:

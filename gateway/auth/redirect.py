@@ -40,7 +40,10 @@ def _host_allowed(host: str, domains: Sequence[str]) -> bool:
 
 
 def _allowed_absolute(rd: str, domains: Sequence[str]) -> bool:
-    parts = urlsplit(rd)
+    try:
+        parts = urlsplit(rd)
+    except ValueError:  # "http://[": an unbalanced IPv6 bracket is refused, not a 500
+        return False
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not rd.lower().startswith(f"{scheme}://"):
         return False

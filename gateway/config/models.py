@@ -193,6 +193,24 @@ class SessionSettings(_Model):
     # Serve a session read moments ago from process memory (kept coherent through Redis pub/sub).
     local_cache_ttl: Duration = 2.0
     login_timeout: PositiveDuration = 600.0
+    # Logins started but not finished, across all browsers: beyond this the oldest is dropped (flood bound).
+    max_pending_logins: int = Field(default=100_000, ge=1)
+    # Keys of the records in Redis (AES-GCM): the first encrypts, all decrypt; empty = derived from cookie_secret.
+    # A string (e.g. from encryption_secrets_file) holds one secret per line.
+    encryption_secrets: list[SecretStr] = []
+
+    @field_validator("encryption_secrets", mode="before")
+    @classmethod
+    def _secret_lines(cls, value: object) -> object:
+        return [line for line in value.splitlines() if line.strip()] if isinstance(value, str) else value
+
+    @field_validator("encryption_secrets")
+    @classmethod
+    def _encryption_secret_length(cls, secrets: list[SecretStr]) -> list[SecretStr]:
+        for i, secret in enumerate(secrets):
+            if len(secret.get_secret_value().encode()) < 32:
+                raise ValueError(f"entry {i} must be at least 32 bytes (generate one with: openssl rand -base64 32)")
+        return secrets
 
     @field_validator("redis_url")
     @classmethod

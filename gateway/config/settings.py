@@ -42,6 +42,7 @@ class Settings(_Model):
     shutdown_timeout: Duration = 30.0
     workers: int = 1  # processes serving `listen` together (SO_REUSEPORT)
     max_body_size: int = Field(default=0, ge=0)  # 0 = unlimited (streamed)
+    max_header_size: int = Field(default=8192, ge=1024, le=1024 * 1024)  # request line / one header field
     pages_dir: Path | None = None  # overrides of gateway/web/templates/*.html; None = the built-in pages
     oidc: OIDCSettings
     session: SessionSettings

@@ -42,6 +42,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.errors import StoreUnavailable
+from gateway.session.crypto import RecordCipher, RecordUnreadable
 from gateway.session.model import PendingLogin, Session
 
 __all__ = ["RedisStore"]
@@ -78,6 +79,46 @@ for i = 2, #KEYS do
 end
 return n
 """
+# A new login state, bounded per browser (the login-binding cookie) and globally, oldest evicted first:
+# KEYS[1] the state, KEYS[2] the global sorted set (member "<state key> <browser set key>", score: Redis
+# time in µs, strictly increasing), KEYS[3] this browser's sorted set (member: state key). ARGV: record,
+# ttl ms, per-browser cap, global cap. Evicted and expired entries leave both sets; an empty set is gone by itself.
+_PUT_LOGIN = """
+local t = redis.call('time')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local ttl = tonumber(ARGV[2])
+local newest = redis.call('zrange', KEYS[2], -1, -1, 'WITHSCORES')[2]
+if newest and tonumber(newest) >= now then now = tonumber(newest) + 1 end
+local expired = now - ttl * 1000
+redis.call('set', KEYS[1], ARGV[1], 'PX', ttl)
+for _, member in ipairs(redis.call('zrangebyscore', KEYS[2], '-inf', expired, 'LIMIT', 0, 100)) do
+  local state, browser = string.match(member, '^(.-:l:%x+) (.+)$')
+  if browser then redis.call('zrem', browser, state) end
+  redis.call('zrem', KEYS[2], member)
+end
+redis.call('zremrangebyscore', KEYS[3], '-inf', expired)
+redis.call('zadd', KEYS[3], now, KEYS[1])
+redis.call('zadd', KEYS[2], now, KEYS[1] .. ' ' .. KEYS[3])
+local excess = redis.call('zcard', KEYS[3]) - tonumber(ARGV[3])
+if excess > 0 then
+  for _, state in ipairs(redis.call('zrange', KEYS[3], 0, excess - 1)) do
+    redis.call('del', state)
+    redis.call('zrem', KEYS[3], state)
+    redis.call('zrem', KEYS[2], state .. ' ' .. KEYS[3])
+  end
+end
+excess = redis.call('zcard', KEYS[2]) - tonumber(ARGV[4])
+if excess > 0 then
+  for _, member in ipairs(redis.call('zrange', KEYS[2], 0, excess - 1)) do
+    local state, browser = string.match(member, '^(.-:l:%x+) (.+)$')
+    if state then redis.call('del', state); redis.call('zrem', browser, state) end
+    redis.call('zrem', KEYS[2], member)
+  end
+end
+redis.call('pexpire', KEYS[2], ttl)
+redis.call('pexpire', KEYS[3], ttl)
+return 1
+"""
 _CACHE_SIZE = 10_000
 
 
@@ -86,9 +127,16 @@ def _ms(ttl: float) -> int:
 
 
 class RedisStore:
-    def __init__(self, redis: Redis | RedisCluster, *, prefix: str, cache_ttl: float = 0.0) -> None:
+    def __init__(self, redis: Redis | RedisCluster, *, prefix: str, cache_ttl: float = 0.0,
+                 cipher: RecordCipher | None = None, max_pending_logins: int = 100_000,
+                 max_logins_per_browser: int = 10) -> None:
         self._redis = redis
         self._prefix = prefix
+        # None: plaintext records (tests of the store's mechanics only; app.py always passes one).
+        self._cipher = cipher
+        self._max_pending_logins = max_pending_logins
+        self._max_logins_per_browser = max_logins_per_browser
+        self._warned_unreadable = False
         self._channel = f"{prefix}invalidate"
         # Local read cache: used only while subscribed to the invalidation channel (`listen`).
         self._cache_ttl = cache_ttl
@@ -99,6 +147,24 @@ class RedisStore:
 
     def _key(self, kind: str, ident: str) -> str:
         return f"{self._prefix}{kind}:{hashlib.sha256(ident.encode()).hexdigest()}"
+
+    def _seal(self, plaintext: bytes, key: str) -> bytes:
+        return plaintext if self._cipher is None else self._cipher.seal(plaintext, key=key)
+
+    def _open(self, stored: bytes | str, key: str) -> bytes | None:
+        """The record's plaintext; None (read as "no record") when it does not authenticate under this key."""
+        raw = stored.encode() if isinstance(stored, str) else stored
+        if self._cipher is None:
+            return raw
+        try:
+            return self._cipher.open(raw, key=key)
+        except RecordUnreadable:
+            # Once per process at WARNING (a secret removed too early would otherwise flood the log).
+            level = logging.DEBUG if self._warned_unreadable else logging.WARNING
+            self._warned_unreadable = True
+            log.log(level, "a stored session or login record does not decrypt with the configured "
+                           "encryption secrets; treated as absent")
+            return None
 
     async def get(self, sid: str, *, cached: bool = True) -> Session | None:
         key = self._key("s", sid)
@@ -112,7 +178,8 @@ class RedisStore:
             raw = await self._redis.get(key)
         except _FAILURES as exc:
             raise _unavailable(exc) from exc
-        session = None if raw is None else Session.loads(raw)
+        plaintext = None if raw is None else self._open(raw, key)
+        session = None if plaintext is None else Session.loads(plaintext)
         if session is not None and use_cache and generation == self._generation:
             self._remember(key, session)
         return session
@@ -174,14 +241,28 @@ class RedisStore:
                    self._logout_index(session.iss, sid=None, sub=session.sub)]
         keys = [self._key("s", sid), *(index for index in indexes if index is not None)]
         self._forget(keys[0])
-        expected = expect.dumps() if expect is not None else b""
         try:
-            written = await self._redis.eval(_PUT, len(keys), *keys, session.dumps(), _ms(ttl),
-                                             "1" if create else "0", expected)
+            expected = b""
+            if expect is not None:
+                # Encrypted records differ at every write (random nonce): compare the plaintext here, then
+                # let the script compare the very bytes read, so a write in between still fails the set.
+                stored = await self._stored_bytes(keys[0], expect) if self._cipher else expect.dumps()
+                if stored is None:
+                    return False
+                expected = stored
+            written = await self._redis.eval(_PUT, len(keys), *keys, self._seal(session.dumps(), keys[0]),
+                                             _ms(ttl), "1" if create else "0", expected)
         except _FAILURES as exc:
             raise _unavailable(exc) from exc
         await self._publish(keys[0])
         return bool(written)
+
+    async def _stored_bytes(self, key: str, expect: Session) -> bytes | None:
+        """The stored record's bytes when it holds exactly `expect`, else None."""
+        raw = await self._redis.get(key)
+        if raw is None or self._open(raw, key) != expect.dumps():
+            return None
+        return raw.encode() if isinstance(raw, str) else raw
 
     async def delete(self, sid: str) -> None:
         key = self._key("s", sid)
@@ -204,17 +285,21 @@ class RedisStore:
             log.warning("session cache invalidation not published: %s", type(exc).__name__)
 
     async def put_login(self, state: str, pending: PendingLogin, *, ttl: float) -> None:
+        key = self._key("l", state)
+        keys = [key, f"{self._prefix}lz", self._key("lb", pending.binding)]
         try:
-            await self._redis.set(self._key("l", state), pending.dumps(), px=_ms(ttl))
+            await self._redis.eval(_PUT_LOGIN, len(keys), *keys, self._seal(pending.dumps(), key), _ms(ttl),
+                                   self._max_logins_per_browser, self._max_pending_logins)
         except _FAILURES as exc:
             raise _unavailable(exc) from exc
 
     async def take_login(self, state: str) -> PendingLogin | None:
         try:
-            raw = await self._redis.getdel(self._key("l", state))
+            raw = await self._redis.getdel(key := self._key("l", state))
         except _FAILURES as exc:
             raise _unavailable(exc) from exc
-        return None if raw is None else PendingLogin.loads(raw)
+        plaintext = None if raw is None else self._open(raw, key)
+        return None if plaintext is None else PendingLogin.loads(plaintext)
 
     @contextlib.asynccontextmanager
     async def lock(self, sid: str, *, ttl: float) -> AsyncIterator[bool]:

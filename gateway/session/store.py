@@ -47,8 +47,12 @@ class SessionStore(Protocol):
 
 
 class MemoryStore:
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], *, max_pending_logins: int = 100_000,
+                 max_logins_per_browser: int = 10) -> None:
         self._clock = clock
+        self._max_pending_logins = max_pending_logins
+        self._max_logins_per_browser = max_logins_per_browser
+        self._login_binding: dict[str, str] = {}  # state → binding hash, for the per-browser bound
         self._sessions: dict[str, tuple[float, bytes]] = {}
         self._logins: dict[str, tuple[float, bytes]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -59,6 +63,8 @@ class MemoryStore:
         for table in (self._sessions, self._logins):
             for key in [k for k, (deadline, _) in table.items() if deadline <= now]:
                 del table[key]
+        for state in [s for s in self._login_binding if s not in self._logins]:
+            del self._login_binding[state]
 
     async def get(self, sid: str, *, cached: bool = True) -> Session | None:
         entry = self._sessions.get(sid)
@@ -81,10 +87,21 @@ class MemoryStore:
 
     async def put_login(self, state: str, pending: PendingLogin, *, ttl: float) -> None:
         self._purge()
+        # Bounded like RedisStore: per browser, then globally; dicts keep insertion order, oldest first.
+        self._logins.pop(state, None)
+        mine = [s for s, binding in self._login_binding.items() if binding == pending.binding and s in self._logins]
+        for old in mine[:max(0, len(mine) + 1 - self._max_logins_per_browser)]:
+            del self._logins[old]
+        for old in list(self._logins)[:max(0, len(self._logins) + 1 - self._max_pending_logins)]:
+            del self._logins[old]
+        for old in [s for s in self._login_binding if s not in self._logins]:
+            del self._login_binding[old]
         self._logins[state] = (self._clock() + ttl, pending.dumps())
+        self._login_binding[state] = pending.binding
 
     async def take_login(self, state: str) -> PendingLogin | None:
         entry = self._logins.pop(state, None)
+        self._login_binding.pop(state, None)
         if entry is None or entry[0] <= self._clock():
             return None
         return PendingLogin.loads(entry[1])

@@ -9,7 +9,6 @@ gateway's own /oauth2/sign_out is never used here: only the OP's call can end th
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,6 +16,7 @@ import aiohttp
 import pytest
 
 from tests.support.op import TestOP, browser_login
+from tests.support.records import open_record
 
 API = {"Accept": "application/json"}
 Browser = aiohttp.ClientSession
@@ -48,7 +48,7 @@ def session_record(gw: Any, browser: Browser, redis_client: Any) -> dict[str, An
     cookie = next(c.value for c in browser.cookie_jar if c.key == "_oidc_gateway")
     key = f"{gw.settings.session.key_prefix}s:{hashlib.sha256(cookie.rpartition('.')[0].encode()).hexdigest()}"
     raw = redis_client.get(key)
-    return None if raw is None else json.loads(raw)
+    return None if raw is None else open_record(gw.settings, key, raw)
 
 
 async def sign_out_at_op(op: TestOP, browser: Browser) -> None:

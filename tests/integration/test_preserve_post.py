@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 from urllib.parse import urlencode
@@ -10,6 +9,7 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.support.op import browser_login
+from tests.support.records import open_record
 
 FORM = [("title", "季度报告 & <draft>"), ("note", "one\r\ntwo"), ("tag", "a"), ("tag", "b"), ("empty", "")]
 BODY = urlencode(FORM)
@@ -28,8 +28,9 @@ async def preserving_gateway(gateway_factory: Any, echo_upstream: str, *, oidc: 
     ])
 
 
-def login_records(redis_client: Any, gw: Any) -> list[bytes]:
-    return [redis_client.get(k) for k in redis_client.scan_iter(match=f"{gw.settings.session.key_prefix}l:*")]
+def login_records(redis_client: Any, gw: Any) -> list[dict[str, Any]]:
+    return [open_record(gw.settings, k, redis_client.get(k))
+            for k in redis_client.scan_iter(match=f"{gw.settings.session.key_prefix}l:*")]
 
 
 @pytest.mark.parametrize("response_mode", ["query", "form_post"])
@@ -41,7 +42,7 @@ async def test_form_post_is_replayed_after_login(gateway_factory: Any, echo_upst
                                   allow_redirects=False)
         assert resp.status == 303 and resp.headers["Location"].startswith(op.issuer)
         [record] = login_records(redis_client, gw)
-        assert json.loads(record)["form"] == [list(pair) for pair in FORM]
+        assert record["form"] == [list(pair) for pair in FORM]
         page = await browser_login(browser, resp.headers["Location"])
         # The login ends with the replay page on the callback, not with a redirect.
         assert page.status == 200 and page.url.path == "/oauth2/callback", page.body

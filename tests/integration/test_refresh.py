@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from tests.support.op import browser_login
+from tests.support.records import open_record, seal_record
 
 API = {"Accept": "application/json"}
 
@@ -28,7 +29,7 @@ def session_record(gw: Any, browser: Any, redis_client: Any) -> dict[str, Any]:
     cookie = next(c.value for c in browser.cookie_jar if c.key == "_oidc_gateway")
     sid = cookie.rpartition(".")[0]
     key = f"{gw.settings.session.key_prefix}s:{hashlib.sha256(sid.encode()).hexdigest()}"
-    return {"key": key, **json.loads(redis_client.get(key))}
+    return {"key": key, **open_record(gw.settings, key, redis_client.get(key))}
 
 
 def expire_access_token(gw: Any, clock: Any, record: dict[str, Any]) -> None:
@@ -113,7 +114,8 @@ async def test_invalid_grant_ends_the_session(gateway_factory: Any, op: Any, clo
     async with browser:
         record = session_record(gw, browser, redis_client)
         key = record.pop("key")
-        redis_client.set(key, json.dumps({**record, "refresh_token": "revoked-or-unknown"}), px=60_000)
+        revoked = seal_record(gw.settings, key, {**record, "refresh_token": "revoked-or-unknown"})
+        redis_client.set(key, revoked, px=60_000)
         expire_access_token(gw, clock, record)
         api = await browser.get(f"{gw.url}/api", headers=API)
         assert api.status == 401
