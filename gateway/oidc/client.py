@@ -112,17 +112,18 @@ class OIDCClient:
             form["client_secret"] = self._secret or ""
         return {}
 
-    async def _token_request(self, form: dict[str, str]) -> dict[str, Any]:
-        metadata = self._provider.require()
+    async def _post(self, url: str, form: dict[str, str], *, endpoint: str) -> tuple[int, bytes]:
+        """POST `form` to an OP endpoint with our client authentication; ProviderUnavailable when unreachable."""
         headers = {"Accept": "application/json", **self._client_auth(form)}
         try:
-            async with self._http.post(metadata.token_endpoint, data=form, headers=headers,
-                                       allow_redirects=False) as resp:
-                body = await resp.read()
-                status = resp.status
+            async with self._http.post(url, data=form, headers=headers, allow_redirects=False) as resp:
+                return resp.status, await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.error("token endpoint unreachable: %s", type(exc).__name__)
+            log.error("%s endpoint unreachable: %s", endpoint, type(exc).__name__)
             raise ProviderUnavailable() from exc
+
+    async def _token_request(self, form: dict[str, str]) -> dict[str, Any]:
+        status, body = await self._post(self._provider.require().token_endpoint, form, endpoint="token")
         data = _json_object(body)
         if status != 200:
             error = data.get("error") if data and isinstance(data.get("error"), str) else "server_error"
@@ -221,17 +222,13 @@ class OIDCClient:
         if metadata is None or metadata.revocation_endpoint is None:
             return False
         form = {"token": token, "token_type_hint": token_type_hint}
-        headers = self._client_auth(form)
         try:
-            async with self._http.post(metadata.revocation_endpoint, data=form, headers=headers,
-                                       allow_redirects=False) as resp:
-                ok = resp.status == 200  # RFC 7009 §2.2: 200 also for tokens already invalid
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("token revocation failed: %s", type(exc).__name__)
+            status, _ = await self._post(metadata.revocation_endpoint, form, endpoint="revocation")
+        except ProviderUnavailable:
             return False
-        if not ok:
-            log.warning("token revocation refused: HTTP %d", resp.status)
-        return ok
+        if status != 200:  # RFC 7009 §2.2: 200 also for tokens already invalid
+            log.warning("token revocation refused: HTTP %d", status)
+        return status == 200
 
     async def introspect(self, token: str) -> Claims | None:
         """RFC 7662 §2: the OP's verdict on an opaque token; the response when active, else None.
@@ -244,15 +241,7 @@ class OIDCClient:
             log.error("bearer introspection is on but the provider has no introspection_endpoint")
             raise ProviderUnavailable()
         form = {"token": token, "token_type_hint": "access_token"}
-        headers = {"Accept": "application/json", **self._client_auth(form)}
-        try:
-            async with self._http.post(metadata.introspection_endpoint, data=form, headers=headers,
-                                       allow_redirects=False) as resp:
-                body = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            log.error("introspection endpoint unreachable: %s", type(exc).__name__)
-            raise ProviderUnavailable() from exc
+        status, body = await self._post(metadata.introspection_endpoint, form, endpoint="introspection")
         data = _json_object(body)
         if status != 200 or data is None:
             log.error("introspection endpoint answered HTTP %d", status)
