@@ -134,20 +134,17 @@ class Gateway:
 
 
 @pytest.fixture
-async def gateway_factory(settings_factory: Callable[..., Settings], op: Any, echo_upstream: str,
-                          clock: FakeClock) -> AsyncIterator[Callable[..., Awaitable[Gateway]]]:
-    """Start a gateway on a known port (its public_url must match the redirect_uri) in front of echo."""
+async def start_gateway(settings_factory: Callable[..., Settings], echo_upstream: str,
+                        clock: FakeClock) -> AsyncIterator[Callable[..., Awaitable[Gateway]]]:
+    """Start a gateway on a known port (its public_url must match the redirect_uri) in front of echo;
+    keyword overrides are deep-merged sections, as for settings_factory."""
     started: list[TestClient] = []
 
-    async def make(client_id: str = "gateway", **overrides: Any) -> Gateway:
+    async def start(**overrides: Any) -> Gateway:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        oidc = {"issuer": op.issuer, "client_id": client_id, "client_secret": op.clients.get(client_id)}
-        if op.clients.get(client_id) is None:
-            oidc["token_endpoint_auth_method"] = "none"
-        merged = deep_merge({"listen": f"127.0.0.1:{port}", "public_url": url, "oidc": oidc,
-                             "upstreams": [{"path": "/", "url": echo_upstream}]}, overrides)
-        settings = settings_factory(**merged)
+        settings = settings_factory(**deep_merge({"listen": f"127.0.0.1:{port}", "public_url": url,
+                                                  "upstreams": [{"path": "/", "url": echo_upstream}]}, overrides))
         from gateway.app import create_app
 
         app: web.Application = create_app(settings, clock=clock)
@@ -156,6 +153,49 @@ async def gateway_factory(settings_factory: Callable[..., Settings], op: Any, ec
         started.append(client)
         return Gateway(client=client, url=url, settings=settings)
 
-    yield make
+    yield start
     for client in started:
         await client.close()
+
+
+@pytest.fixture
+def gateway_factory(start_gateway: Callable[..., Awaitable[Gateway]], op: Any) -> Callable[..., Awaitable[Gateway]]:
+    """A gateway for one of the real OP's clients."""
+
+    async def make(client_id: str = "gateway", **overrides: Any) -> Gateway:
+        oidc = {"issuer": op.issuer, "client_id": client_id, "client_secret": op.clients.get(client_id)}
+        if op.clients.get(client_id) is None:
+            oidc["token_endpoint_auth_method"] = "none"
+        return await start_gateway(**deep_merge({"oidc": oidc}, overrides))
+
+    return make
+
+
+@pytest.fixture
+async def fake_op_server(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> TestServer:
+    """The misbehaving fake OP (tests/fakes/fake_op.py) on a known port; `.fake_op` is its state."""
+    from tests.fakes.fake_op import FakeOP
+
+    port = free_port()
+    fake = FakeOP(base_url=f"http://127.0.0.1:{port}")
+    server = await aiohttp_server(fake.app(), port=port)
+    server.fake_op = fake  # type: ignore[attr-defined]
+    return server
+
+
+@pytest.fixture
+def fake_op(fake_op_server: TestServer) -> Any:
+    return fake_op_server.fake_op  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def fake_op_gateway(start_gateway: Callable[..., Awaitable[Gateway]],
+                    fake_op: Any) -> Callable[..., Awaitable[Gateway]]:
+    """A gateway whose OP is the fake OP."""
+    from tests.fakes.fake_op import CLIENT_SECRET
+
+    async def make(**overrides: Any) -> Gateway:
+        return await start_gateway(**deep_merge({"oidc": {"issuer": fake_op.issuer, "client_secret": CLIENT_SECRET}},
+                                                overrides))
+
+    return make

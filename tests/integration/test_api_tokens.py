@@ -16,7 +16,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import GatewayServer, free_port
 from tests.fakes.fake_op import CLIENT_SECRET, FakeOP
 from tests.integration.test_bearer import jwt_access_token
 
@@ -122,14 +121,6 @@ async def test_client_credentials_jwt_claims_reach_the_identity(gateway_factory:
 # --- trusted issuers: the fake OP as a second issuer ----------------------------------------------
 
 
-@pytest.fixture
-async def fake_op(aiohttp_server: Any) -> FakeOP:
-    port = free_port()
-    fake = FakeOP(base_url=f"http://127.0.0.1:{port}")
-    await aiohttp_server(fake.app(), port=port)
-    return fake
-
-
 def _fake_token(fake: FakeOP, **claims: Any) -> str:
     now = int(time.time())
     body = {"iss": fake.issuer, "sub": "svc-b", "aud": "api-b", "iat": now, "exp": now + 300, **claims}
@@ -166,26 +157,11 @@ async def test_untrusted_second_issuer_is_refused(gateway_factory: Any, op: Any,
 
 
 @pytest.fixture
-async def fake_gateway(settings_factory: Any, fake_op: FakeOP, echo_upstream: str,
-                       clock: Any) -> AsyncIterator[Any]:
-    clients: list[TestClient] = []
-
+def fake_gateway(fake_op_gateway: Any) -> Any:
     async def make(oidc: dict[str, Any] | None = None, bearer: dict[str, Any] | None = None) -> TestClient:
-        from gateway.app import create_app
+        return (await fake_op_gateway(oidc=oidc or {}, access={"bearer": bearer or {}})).client
 
-        port = free_port()
-        settings = settings_factory(
-            listen=f"127.0.0.1:{port}", public_url=f"http://127.0.0.1:{port}",
-            upstreams=[{"path": "/", "url": echo_upstream}], access={"bearer": bearer or {}},
-            oidc={"issuer": fake_op.issuer, "client_secret": CLIENT_SECRET, **(oidc or {})})
-        client = TestClient(GatewayServer(create_app(settings, clock=clock), host="127.0.0.1", port=port))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.close()
+    return make
 
 
 async def test_id_token_as_bearer_only_when_enabled(fake_gateway: Any, fake_op: FakeOP) -> None:

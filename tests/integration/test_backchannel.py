@@ -12,7 +12,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -22,7 +22,6 @@ from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.oidc.verify import LOGOUT_EVENT
-from tests.conftest import FakeClock, GatewayServer, free_port
 from tests.fakes.fake_op import CLIENT_ID, CLIENT_SECRET, FakeOP
 from tests.support.op import browser_login
 
@@ -32,37 +31,15 @@ GatewayMaker = Callable[..., Awaitable[TestClient]]
 
 
 @pytest.fixture
-async def fake_op(aiohttp_server: Any) -> FakeOP:
-    port = free_port()
-    op = FakeOP(base_url=f"http://127.0.0.1:{port}")
-    await aiohttp_server(op.app(), port=port)
-    return op
-
-
-@pytest.fixture
-async def make_gateway(settings_factory: Any, fake_op: FakeOP, echo_upstream: str,
-                       clock: FakeClock) -> AsyncIterator[GatewayMaker]:
-    clients: list[TestClient] = []
-
+def make_gateway(fake_op_gateway: Any) -> GatewayMaker:
     async def make(*, store: str = "redis", algs: tuple[str, ...] = ("RS256",)) -> TestClient:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        settings = settings_factory(
-            listen=f"127.0.0.1:{port}", public_url=url, upstreams=[{"path": "/", "url": echo_upstream}],
-            oidc={"issuer": fake_op.issuer, "client_secret": CLIENT_SECRET, "scopes": ["openid", "email"],
-                  "use_userinfo": False,  # the fake OP's userinfo knows alice only
+        gw = await fake_op_gateway(
+            oidc={"scopes": ["openid", "email"], "use_userinfo": False,  # the fake OP's userinfo knows alice only
                   "id_token_signing_algs": list(algs)},
             session={"store": store})  # Redis: every gateway of a test shares the test's key prefix
-        from gateway.app import create_app
+        return gw.client
 
-        client = TestClient(GatewayServer(create_app(settings, clock=clock), host="127.0.0.1", port=port))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.close()
+    return make
 
 
 async def login(gw: TestClient, op: FakeOP, sub: str, op_sid: str | None) -> str:

@@ -12,7 +12,6 @@ import pytest
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import serialization
 
-from tests.conftest import GatewayServer, free_port
 from tests.fakes.fake_op import CLIENT_SECRET, FakeOP
 from tests.support.op import browser_login
 
@@ -20,40 +19,13 @@ GatewayMaker = Callable[..., Awaitable[tuple[TestClient, str]]]
 
 
 @pytest.fixture
-async def fake_op_server(aiohttp_server: Any) -> Any:
-    port = free_port()
-    op = FakeOP(base_url=f"http://127.0.0.1:{port}")
-    server = await aiohttp_server(op.app(), port=port)
-    server.fake_op = op
-    return server
-
-
-@pytest.fixture
-def fake_op(fake_op_server: Any) -> FakeOP:
-    return fake_op_server.fake_op  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-async def make_gateway(settings_factory: Any, fake_op: FakeOP, echo_upstream: str, clock: Any) -> Any:
-    clients: list[TestClient] = []
-
+def make_gateway(fake_op_gateway: Any) -> GatewayMaker:
     async def make(**oidc: Any) -> tuple[TestClient, str]:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        settings = settings_factory(
-            listen=f"127.0.0.1:{port}", public_url=url, upstreams=[{"path": "/", "url": echo_upstream}],
-            oidc={"issuer": fake_op.issuer, "client_secret": CLIENT_SECRET, "scopes": ["openid", "email"],
-                  "discovery_retry_interval": "50ms", "jwks_min_refresh_interval": "60s", **oidc})
-        from gateway.app import create_app
+        gw = await fake_op_gateway(oidc={"scopes": ["openid", "email"], "discovery_retry_interval": "50ms",
+                                         "jwks_min_refresh_interval": "60s", **oidc})
+        return gw.client, gw.url
 
-        client = TestClient(GatewayServer(create_app(settings, clock=clock), host="127.0.0.1", port=port))
-        await client.start_server()
-        clients.append(client)
-        return client, url
-
-    yield make
-    for client in clients:
-        await client.close()
+    return make
 
 
 async def login(url: str) -> tuple[int, str, list[str]]:
