@@ -50,6 +50,7 @@ from gateway.web.ops import OpsHandlers
 from gateway.web.pages import SECURITY_HEADERS, Pages
 from gateway.web.reload import LiveConfig, reload_config
 from gateway.web.request_id import request_id_middleware
+from gateway.web.server import serve
 from gateway.web.workers import check_bindable, stop_gracefully_once, supervise
 
 __all__ = ["COMPONENTS", "SERVER_OPTIONS", "SETTINGS", "Components", "create_app", "run_gateway", "server_options"]
@@ -64,8 +65,8 @@ SERVER_OPTIONS: dict[str, Any] = {"auto_decompress": False}
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
-    """SERVER_OPTIONS plus the header limits: a longer request line or header field is refused (aiohttp
-    answers 400 and closes the connection) before any handler runs."""
+    """SERVER_OPTIONS plus the header limits: a longer request target or header field is refused (414 or
+    431, gateway.web.server) before any handler runs."""
     return {**SERVER_OPTIONS, "max_line_size": settings.max_header_size, "max_field_size": settings.max_header_size}
 
 
@@ -326,10 +327,10 @@ def _serve(settings: Settings, *, worker: bool = False, config_path: Path | None
         stop_gracefully_once(loop)
     if config_path is not None:  # a SIGHUP before the app's handler is installed waits for it (pending)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
-    web.run_app(create_app(settings, config_path=config_path), loop=loop, host=settings.listen_host,
-                port=settings.listen_port, shutdown_timeout=settings.shutdown_timeout, access_log_class=AccessLogger,
-                access_log=logging.getLogger("gateway.access"), print=None, handle_signals=not worker,
-                reuse_port=worker or None, **server_options(settings))
+    serve(create_app(settings, config_path=config_path), loop=loop, host=settings.listen_host,
+          port=settings.listen_port, reuse_port=worker or None, header_timeout=settings.header_timeout,
+          shutdown_timeout=settings.shutdown_timeout, handle_signals=not worker, access_log_class=AccessLogger,
+          access_log=logging.getLogger("gateway.access"), **server_options(settings))
 
 
 def _serve_worker(job: tuple[Settings, Path | None]) -> None:

@@ -104,12 +104,18 @@ def settings_factory(redis_prefix: str) -> Callable[..., Settings]:
 
 
 class GatewayServer(TestServer):
-    """A TestServer that serves the app the way run_gateway does (gateway.app.SERVER_OPTIONS)."""
+    """A TestServer that serves an app the way run_gateway does: gateway.web.server's protocol with the
+    options of gateway.app.server_options (the gateway's own settings when the app has them)."""
 
     async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
-        from gateway.app import SERVER_OPTIONS
+        from gateway.app import SERVER_OPTIONS, SETTINGS, server_options
+        from gateway.web.server import GatewayRunner
 
-        return web.AppRunner(self.app, **{**kwargs, **SERVER_OPTIONS})
+        if SETTINGS in self.app:
+            settings = self.app[SETTINGS]
+            return GatewayRunner(self.app, header_timeout=settings.header_timeout,
+                                 **{**kwargs, **server_options(settings)})
+        return GatewayRunner(self.app, header_timeout=20.0, **{**kwargs, **SERVER_OPTIONS})
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from gateway.config.models import (
     _have,
     _Model,
 )
-from gateway.config.values import Duration, HttpUrl, _lower, _points_at_gateway, _Problems
+from gateway.config.values import Duration, HttpUrl, PositiveDuration, _lower, _points_at_gateway, _Problems
 
 __all__ = ["Settings"]
 
@@ -42,7 +42,8 @@ class Settings(_Model):
     shutdown_timeout: Duration = 30.0
     workers: int = 1  # processes serving `listen` together (SO_REUSEPORT)
     max_body_size: int = Field(default=0, ge=0)  # 0 = unlimited (streamed)
-    max_header_size: int = Field(default=8192, ge=1024, le=1024 * 1024)  # request line / one header field
+    max_header_size: int = Field(default=8192, ge=1024, le=1024 * 1024)  # request target / one header field
+    header_timeout: PositiveDuration = 20.0  # a request head must be complete within this
     pages_dir: Path | None = None  # overrides of gateway/web/templates/*.html; None = the built-in pages
     oidc: OIDCSettings
     session: SessionSettings

@@ -5,7 +5,7 @@ with blocking sockets (http.client, or raw bytes where http.client would refuse 
 the gateway keeps serving on the test's event loop. Properties: never a 5xx, never a session cookie
 or an authenticated answer that was not earned, identity headers only ever the gateway's own, and
 requests framed ambiguously never reach the upstream. Login-state flood bounds and header-size
-limits (431) are covered elsewhere.
+limits (431/414, test_server_protocol.py) are covered elsewhere.
 """
 
 from __future__ import annotations
@@ -316,11 +316,8 @@ async def test_ambiguous_framing_never_reaches_the_upstream(gateway_factory: Any
 
 
 async def test_slow_header_senders_do_not_block_other_clients(gateway_factory: Any) -> None:
-    """200 connections stuck mid-headers (slowloris) while an ordinary request is answered promptly.
-
-    aiohttp has no header-read timeout (its keepalive_timeout is for idle keep-alive connections
-    only): such connections stay open as long as the client trickles bytes; see docs/reliability.md.
-    """
+    """200 connections stuck mid-headers (slowloris) while an ordinary request is answered promptly
+    (they are cut off at header_timeout: test_server_protocol.py)."""
     gw = await gateway_factory()
     stalled = []
     try:

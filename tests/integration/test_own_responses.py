@@ -1,5 +1,5 @@
-"""The gateway's own answers: security headers everywhere, header-size limits, a sign-out that can only
-end the caller's own session and only lands on this site."""
+"""The gateway's own answers: security headers everywhere, a sign-out that can only end the caller's own
+session and only lands on this site. Header-size limits: test_server_protocol.py."""
 
 from __future__ import annotations
 
@@ -7,12 +7,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
-from gateway.app import create_app, server_options
-from tests.conftest import FakeClock, free_port
+from tests.conftest import free_port
 from tests.support.op import browser_login
 
 EXPECTED = {
@@ -74,35 +71,6 @@ async def test_replay_page_keeps_its_own_nonce_csp(gateway_factory: Any) -> None
         csp = result.headers["Content-Security-Policy"]
         assert "script-src 'nonce-" in csp and "frame-ancestors 'none'" in csp
         assert result.headers["X-Content-Type-Options"] == "nosniff"
-
-
-# --- header size limits ----------------------------------------------------------------------------
-
-class _Server(TestServer):
-    def __init__(self, app: web.Application, options: dict[str, Any], **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        self._options = options
-
-    async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
-        return web.AppRunner(self.app, **{**kwargs, **self._options})
-
-
-@pytest.mark.parametrize("limit", [None, 16384])
-async def test_oversize_headers_are_refused(settings_factory: Any, clock: FakeClock, limit: int | None) -> None:
-    settings = settings_factory(**({} if limit is None else {"max_header_size": limit}))
-    client = TestClient(_Server(create_app(settings, clock=clock), server_options(settings),
-                                host="127.0.0.1", port=free_port()))
-    await client.start_server()
-    try:
-        assert (await client.get("/healthz", headers={"X-Big": "a" * 4000})).status == 200
-        size = settings.max_header_size
-        # aiohttp answers 400 (not 431) on an overlong request line or header field, and closes the connection.
-        assert (await client.get("/healthz", headers={"X-Big": "a" * (size + 10)})).status == 400
-        assert (await client.get("/healthz?" + "q" * (size + 10))).status in (400, 414)
-        if limit is not None:
-            assert (await client.get("/healthz", headers={"X-Big": "a" * 12000})).status == 200
-    finally:
-        await client.close()
 
 
 # --- sign-out ---------------------------------------------------------------------------------------

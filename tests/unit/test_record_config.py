@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -36,10 +37,17 @@ def test_encryption_secrets_file_holds_one_secret_per_line(tmp_path: Path) -> No
     assert [x.get_secret_value() for x in s.session.encryption_secrets] == ["n" * 32, "o" * 32]
 
 
-@pytest.mark.parametrize(("key", "value"), [("max_header_size", 100), ("max_header_size", 10 ** 8)])
-def test_header_size_bounds(key: str, value: int) -> None:
-    with pytest.raises(ConfigError):
+@pytest.mark.parametrize(("key", "value"), [("max_header_size", 100), ("max_header_size", 10 ** 8),
+                                            ("header_timeout", "0s"), ("header_timeout", "soon")])
+def test_header_limits_bounds(key: str, value: Any) -> None:
+    with pytest.raises(ConfigError) as caught:
         settings_from_mapping({**minimal(), key: value}, environ={})
+    assert key in str(caught.value)
+
+
+def test_header_timeout_is_a_duration() -> None:
+    assert settings_from_mapping(minimal(), environ={}).header_timeout == 20.0
+    assert settings_from_mapping({**minimal(), "header_timeout": "1500ms"}, environ={}).header_timeout == 1.5
 
 
 def test_pending_logins_at_least_one() -> None:
