@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from gateway.web.pages import SECURITY_HEADERS
 from gateway.web.request_id import HEADER, new_request_id
@@ -83,14 +83,13 @@ def _refusal(status: int, head: bytes) -> web.Response:
 
 
 class GatewayProtocol(RequestHandler):
-    __slots__ = ("_head_deadline", "_head_timer", "_head", "_awaiting_head")
+    __slots__ = ("_head_deadline", "_head_timer", "_head")
 
     def __init__(self, manager: _Server, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._head_deadline = manager.header_timeout
         self._head_timer: asyncio.TimerHandle | None = None
-        self._head = b""  # the first bytes of the current request head (for refusals only)
-        self._awaiting_head = True
+        self._head = b""  # the first chunk of a request head that failed to parse (for its refusal)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -101,24 +100,15 @@ class GatewayProtocol(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._awaiting_head:
-            if self._head_timer is None:
-                self._start_head_timer()
-            if not self._head:
-                self._head = data
+        # A new head starts when no request is queued or being handled (else: body or pipelined bytes).
+        new_head = self._head_timer is None and self._current_request is None and not self._messages
         before = self._request_count
         super().data_received(data)
-        if self._request_count != before:  # a complete head (or a parse error): the deadline is met
-            self._awaiting_head = False
+        if self._request_count != before:  # a complete head, or a parse error: the deadline is met
             self._stop_head_timer()
-
-    async def _handle_request(self, request: web.BaseRequest, start_time: float | None,
-                              request_handler: Any) -> tuple[web.StreamResponse, bool]:
-        try:
-            return await super()._handle_request(request, start_time, request_handler)
-        finally:
-            self._head = b""
-            self._awaiting_head = True  # the next head's deadline starts with its first byte
+            self._head = data if isinstance(self._messages[-1][0], _ErrInfo) else b""
+        elif new_head:
+            self._start_head_timer()
 
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
@@ -140,7 +130,7 @@ class GatewayProtocol(RequestHandler):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self._awaiting_head and self._current_request is None and self.transport is not None:
+        if self._current_request is None and not self._messages and self.transport is not None:
             log.info("closed a connection from %s: no complete request head within %gs",
                      self.transport.get_extra_info("peername"), self._head_deadline)
             self.force_close()
