@@ -11,6 +11,9 @@ session, if any, is deleted. Return paths go through safe_return_path (no open r
 that carries a preserved form POST ends with a page that re-POSTs it to the return path (rendered by
 the web layer's `replay_post`) instead of a redirect.
 
+A login starts only when the OP answers (OIDCClient.ensure_reachable); otherwise the answer is 503
+provider_unavailable (a page for a browser), not a redirect to an OP that is down.
+
 Sign-out lands on `rd` when given, else on SIGNED_OUT_PATH: a page, never a redirect, since the
 application's `/` would send a signed-out browser straight back to the OP (a login loop).
 """
@@ -72,9 +75,11 @@ class LoginFlow:
     async def begin(self, request: web.Request, rd: str, form: Form | None = None) -> web.StreamResponse:
         """Remember a new login (state, nonce, PKCE verifier, return path, preserved form) and send the
         browser to the OP."""
+        # An OP that does not answer gets the browser a 503 page here, not a redirect into a dead end.
+        await self._client.ensure_reachable()
         domains = self._settings.access.redirect_domains  # absolute rd only to these hosts (forward-auth)
         auth_request = self._client.new_auth_request(safe_return_path(rd, domains))
-        location = self._client.authorization_url(auth_request)  # raises ProviderUnavailable first
+        location = self._client.authorization_url(auth_request)
         binding = self._login_cookie.read(request) or self._login_cookie.new_id()
         pending = PendingLogin(request=auth_request, binding=_binding_hash(binding), created_at=self._clock(),
                                form=form if self._replay_post is not None else None)

@@ -79,6 +79,11 @@ class OIDCClient:
             response_type=self._settings.response_type,
         )
 
+    async def ensure_reachable(self) -> None:
+        """ProviderUnavailable unless the OP answers (ProviderState.ensure_reachable): checked before a
+        browser is sent there."""
+        await self._provider.ensure_reachable()
+
     def authorization_url(self, req: AuthRequest) -> URL:
         metadata = self._provider.require()
         scopes = self._settings.scopes

@@ -2,13 +2,16 @@
 
 Trusts: keys fetched from the provider's `jwks_uri`. A token whose `kid` is unknown triggers one
 re-fetch, at most once per `min_refresh_interval` (so a flood of forged kids cannot hammer the OP);
-a failed fetch keeps the last good set. Keys unusable for signatures (`use` other than `sig`) and
-keys that do not parse are skipped, never fatal.
+a failed fetch keeps the last good set. A set older than `max_age` is re-fetched (same rate limit) when
+next used, so a key the provider has withdrawn stops verifying within `max_age` even when no unknown
+kid ever comes along; while the OP is down the old set goes on serving. Keys unusable for signatures
+(`use` other than `sig`) and keys that do not parse are skipped, never fatal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -19,9 +22,12 @@ import jwt
 
 from gateway.errors import InvalidToken, ProviderUnavailable
 
-__all__ = ["KeySet", "key_type_for"]
+__all__ = ["DEFAULT_MAX_AGE", "KeySet", "key_type_for"]
 
 log = logging.getLogger(__name__)
+
+# mod_auth_openidc's OIDCJWKSRefreshInterval default: an hour.
+DEFAULT_MAX_AGE = 3600.0
 
 _KTY_FOR_ALG_PREFIX = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 
@@ -33,10 +39,12 @@ def key_type_for(alg: str) -> str:
 
 class KeySet:
     def __init__(self, http: aiohttp.ClientSession, jwks_uri: Callable[[], str | None], *,
-                 min_refresh_interval: float, clock: Callable[[], float]) -> None:
+                 min_refresh_interval: float, clock: Callable[[], float],
+                 max_age: float = DEFAULT_MAX_AGE) -> None:
         self._http = http
         self._jwks_uri = jwks_uri
         self._min_interval = min_refresh_interval
+        self._max_age = max_age
         self._clock = clock
         self._keys: list[tuple[str | None, dict[str, Any], jwt.PyJWK]] = []
         self._fetched_at: float | None = None
@@ -109,6 +117,9 @@ class KeySet:
 
     async def key_for(self, kid: str | None, alg: str) -> Any:
         """The public key for (kid, alg); one rate-limited re-fetch when unknown; else InvalidToken."""
+        if self._fetched_at is not None and self._clock() - self._fetched_at >= self._max_age:
+            with contextlib.suppress(ProviderUnavailable):  # no jwks_uri (yet): keep what we have
+                await self.refresh()  # stale: the provider may have withdrawn a key; on failure the old set stays
         key = self._find(kid, alg)
         if key is None and await self.refresh():
             key = self._find(kid, alg)

@@ -7,13 +7,18 @@ config override the discovered ones (older Authing apps publish wrong or no disc
 
 `ProviderState` loads the metadata in the background and keeps retrying until it succeeds; until
 then `require()` raises ProviderUnavailable so logins get a clear 503 and /readyz stays unready.
+Once loaded, the metadata is kept for good: an OP outage later does not take it away (sessions and
+Bearer JWTs go on with the cached metadata and keys). A new login asks `ensure_reachable()` first: a
+cheap GET of the discovery document (any answer below 500 counts), its verdict reused for
+PROBE_INTERVAL, so a browser gets the 503 page instead of being sent to an OP that does not answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +27,14 @@ import aiohttp
 from gateway.config import OIDCSettings
 from gateway.errors import ProviderUnavailable
 
-__all__ = ["ProviderMetadata", "ProviderState", "fetch_metadata", "metadata_from"]
+__all__ = ["PROBE_INTERVAL", "ProviderMetadata", "ProviderState", "fetch_metadata", "metadata_from"]
 
 log = logging.getLogger(__name__)
+
+# A reachability verdict is reused this long (seconds): a flood of login starts costs the OP at most one
+# probe per interval and process; an outage is noticed, and a recovery seen, within one interval.
+PROBE_INTERVAL = 1.0
+PROBE_TIMEOUT = 3.0  # at most; oidc.http_timeout when shorter
 
 _ENDPOINTS = ("authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri",
               "end_session_endpoint", "revocation_endpoint", "introspection_endpoint")
@@ -68,7 +78,7 @@ def metadata_from(settings: OIDCSettings, document: Mapping[str, Any]) -> Provid
 async def fetch_metadata(http: aiohttp.ClientSession, settings: OIDCSettings) -> ProviderMetadata:
     if not settings.discovery:
         return metadata_from(settings, {})
-    url = settings.issuer.rstrip("/") + "/.well-known/openid-configuration"
+    url = _discovery_url(settings)
     try:
         async with http.get(url, allow_redirects=False) as resp:
             if resp.status != 200:
@@ -89,15 +99,24 @@ async def fetch_metadata(http: aiohttp.ClientSession, settings: OIDCSettings) ->
     return metadata_from(settings, document)
 
 
+def _discovery_url(settings: OIDCSettings) -> str:
+    return settings.issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
 class ProviderState:
     """Holds the provider metadata; a background task loads it and retries until it succeeds."""
 
-    def __init__(self, http: aiohttp.ClientSession, settings: OIDCSettings) -> None:
+    def __init__(self, http: aiohttp.ClientSession, settings: OIDCSettings, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._http = http
         self._settings = settings
+        self._clock = clock
         self.metadata: ProviderMetadata | None = None
         self.last_error: str | None = "not loaded yet"
         self._loaded = asyncio.Event()
+        self._probe_lock = asyncio.Lock()
+        self._probed_at: float | None = None
+        self._reachable = True
 
     def require(self) -> ProviderMetadata:
         if self.metadata is None:
@@ -116,9 +135,52 @@ class ProviderState:
             log.error("OpenID Provider discovery failed: %s", exc)
             return False
         self.last_error = None
+        self._note(True)  # the OP just answered: a verdict from before it did is void
+        self._probed_at = self._clock()
         self._loaded.set()
         log.info("OpenID Provider metadata loaded for issuer %s", self.metadata.issuer)
         return True
+
+    async def ensure_reachable(self) -> ProviderMetadata:
+        """The metadata when the OP answers now (verdict reused for PROBE_INTERVAL); else ProviderUnavailable.
+
+        Not loaded yet (the OP was down at start-up): one load attempt per interval here as well, so the
+        first login after the OP returns need not wait for the background retry's backoff."""
+        if self._stale():
+            async with self._probe_lock:  # one probe at a time; the others reuse its verdict
+                if self._stale():
+                    if self.metadata is None:
+                        self._reachable = await self.load_once()
+                    else:
+                        self._note(await self._probe(self.metadata))
+                    self._probed_at = self._clock()
+        if not self._reachable:
+            raise ProviderUnavailable()
+        return self.require()
+
+    def _stale(self) -> bool:
+        return self._probed_at is None or self._clock() - self._probed_at >= PROBE_INTERVAL
+
+    async def _probe(self, metadata: ProviderMetadata) -> bool:
+        # Without discovery, the authorization endpoint stands in: an error page is an answer too.
+        url = _discovery_url(self._settings) if self._settings.discovery else metadata.authorization_endpoint
+        timeout = aiohttp.ClientTimeout(total=min(self._settings.http_timeout, PROBE_TIMEOUT))
+        try:
+            async with self._http.get(url, allow_redirects=False, timeout=timeout) as resp:
+                if resp.status < 500:
+                    return True
+                reason = f"HTTP {resp.status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            reason = type(exc).__name__
+        if self._reachable:
+            log.error("OpenID Provider unreachable (%s at %s): new logins get 503 provider_unavailable; "
+                      "sessions and Bearer JWTs go on with the cached metadata and keys", reason, url)
+        return False
+
+    def _note(self, reachable: bool) -> None:
+        if reachable and not self._reachable:
+            log.info("OpenID Provider reachable again: logins resume")
+        self._reachable = reachable
 
     async def run(self) -> None:
         """Load, retrying at the configured interval (with a little backoff) until loaded."""

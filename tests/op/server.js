@@ -7,7 +7,13 @@
 //   OP_ISSUER             default http://127.0.0.1:$OP_PORT
 //   OP_ACCESS_TOKEN_TTL   seconds, default 3600
 //   OP_ID_TOKEN_TTL       seconds, default 3600
+//   OP_JWKS_FILE          optional: a JSON JWK set of private signing keys ({"keys": [...]}). When the file
+//                         exists its keys are used as they are (the first key of an alg signs; all are
+//                         published); when it does not, fresh keys are generated and written there, so a
+//                         restart with the same file keeps the keys. Unset: fresh keys on every start.
 // Prints "oidc-provider listening on <issuer>" once it accepts connections; exits 0 on SIGTERM/SIGINT.
+import { readFile, writeFile } from 'node:fs/promises';
+
 import { exportJWK, generateKeyPair } from 'jose';
 import Provider, { errors } from 'oidc-provider';
 
@@ -205,10 +211,27 @@ function isLoopbackHttp(value) {
     && !url.username && !url.password && !url.hash;
 }
 
-async function main() {
-  const jwks = {
+async function generatedKeys() {
+  return {
     keys: [await signingKey('RS256', 'rs256-1', { modulusLength: 2048 }), await signingKey('ES256', 'es256-1')],
   };
+}
+
+// Tests stop, restart and rotate the OP's keys through OP_JWKS_FILE (see the header).
+async function loadKeys(file) {
+  if (!file) return generatedKeys();
+  try {
+    return JSON.parse(await readFile(file, 'utf8'));
+  } catch (err) {
+    if (err.code !== 'ENOENT') throw err;
+  }
+  const jwks = await generatedKeys();
+  await writeFile(file, JSON.stringify(jwks), { mode: 0o600, flag: 'wx' });
+  return jwks;
+}
+
+async function main() {
+  const jwks = await loadKeys(process.env.OP_JWKS_FILE);
   const provider = new Provider(issuer, {
     clients: CLIENTS,
     jwks,

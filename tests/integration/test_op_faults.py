@@ -1,0 +1,347 @@
+"""The real OP (tests/op/server.js) stopped, restarted and rotating its signing keys under a running gateway.
+
+Each test runs its own OP process (not the session-wide `op` fixture: these stop it) on a port that
+stays the same across restarts, with its private keys in a file (OP_JWKS_FILE), so a restart keeps
+the keys and a test can rotate them by rewriting the file. No mocks: the OP is killed or stopped for
+real and the gateway sees refused connections. Waits are polls on a condition with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from prometheus_client.parser import text_string_to_metric_families
+from yarl import URL
+
+from tests.conftest import Gateway, deep_merge, free_port
+from tests.integration.test_bearer import jwt_access_token
+from tests.support.op import OP_DIR, TestOP, browser_login
+
+API = {"Accept": "application/json"}
+HTML = {"Accept": "text/html"}
+DEADLINE = 10.0  # seconds: every poll below gives up (and fails) after this
+
+
+@dataclass
+class ControlledOP(TestOP):
+    """A TestOP that keeps its port and its keys (OP_JWKS_FILE) across stop/start, and can be killed."""
+
+    __test__ = False
+
+    jwks_file: Path = field(default_factory=Path)
+
+    def start(self) -> None:
+        node = shutil.which("node")
+        assert node is not None, "node is not on PATH"
+        if not self.port:
+            self.port = free_port()
+        self._log = tempfile.TemporaryFile()
+        env = {**os.environ, "OP_PORT": str(self.port), "OP_ISSUER": self.issuer,
+               "OP_ACCESS_TOKEN_TTL": str(self.access_token_ttl), "OP_ID_TOKEN_TTL": str(self.id_token_ttl),
+               "OP_JWKS_FILE": str(self.jwks_file)}
+        self._proc = subprocess.Popen([node, "server.js"], cwd=OP_DIR, env=env,  # noqa: S603
+                                      stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def kill(self) -> None:
+        """SIGKILL: the OP crashes, its connections are reset."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGKILL)
+        self._proc.wait()
+        self._proc = None
+        self.stop()  # closes the log
+
+    def keys(self) -> list[dict[str, Any]]:
+        keys: list[dict[str, Any]] = json.loads(self.jwks_file.read_text())["keys"]
+        return keys
+
+    def publish(self, keys: list[dict[str, Any]]) -> None:
+        """The private keys the next start() uses; the first RS256 key signs, all are published."""
+        self.jwks_file.write_text(json.dumps({"keys": keys}))
+
+
+@pytest.fixture
+def own_op(tmp_path: Path) -> Iterator[ControlledOP]:
+    # Tokens live 4 h: the key-cache test moves the gateway's clock past the JWKS max age (1 h).
+    server = ControlledOP(access_token_ttl=4 * 3600, id_token_ttl=4 * 3600, jwks_file=tmp_path / "op-jwks.json")
+    server.port = free_port()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gateway_for(start_gateway: Callable[..., Awaitable[Gateway]],
+                own_op: ControlledOP) -> Callable[..., Awaitable[Gateway]]:
+    async def make(**overrides: Any) -> Gateway:
+        base = {"oidc": {"issuer": own_op.issuer, "client_secret": own_op.clients["gateway"],
+                         "discovery_retry_interval": "100ms"},
+                "access": {"bearer": {"audiences": ["urn:gateway:api"]}}}
+        return await start_gateway(**deep_merge(base, overrides))
+
+    return make
+
+
+async def poll(check: Callable[[], Awaitable[bool]], what: str, timeout: float = DEADLINE) -> float:
+    """Seconds until check() was true; fails after `timeout`."""
+    start = time.monotonic()
+    while not await check():
+        assert time.monotonic() - start < timeout, f"not within {timeout}s: {what}"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - start
+
+
+async def logged_in(gw: Gateway) -> aiohttp.ClientSession:
+    browser = gw.browser()
+    result = await browser_login(browser, f"{gw.url}/before")
+    assert result.status == 200, result.body[:300]
+    return browser
+
+
+async def status_of(http: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> tuple[int, str]:
+    async with http.get(url, headers=headers, allow_redirects=False) as resp:
+        return resp.status, await resp.text()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {**API, "Authorization": f"Bearer {token}"}
+
+
+def kid_of(token: str) -> str:
+    return str(jwt.get_unverified_header(token)["kid"])
+
+
+async def jwks_fetches(gw: Gateway) -> float:
+    """Attempts so far (success + failure), from the gateway's /metrics."""
+    text = await (await gw.client.get("/metrics")).text()
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "oidc_gateway_jwks_fetches_total")
+
+
+# --- the OP stops under traffic, then comes back ---------------------------------------------------
+
+
+async def test_op_down_sessions_and_bearer_go_on_logins_get_503_then_recover(
+        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP) -> None:
+    own_op.start()
+    gw = await gateway_for()
+    browser = await logged_in(gw)
+    leaving = await logged_in(gw)
+    tokens = [await jwt_access_token(own_op) for _ in range(4)]  # presented only during the outage
+    # A login whose user has signed in at the OP; the OP dies before the gateway redeems the code.
+    halfway = gw.browser()
+    stopped = await browser_login(halfway, f"{gw.url}/half", stop_at=lambda url: url.path == "/oauth2/callback")
+    callback = stopped.url.join(URL(stopped.headers["Location"]))
+    async with aiohttp.ClientSession() as http:
+        assert (await status_of(http, f"{gw.url}/oauth2/start?rd=/a", API))[0] == 302
+
+        own_op.kill()
+
+        async def start_refused() -> bool:
+            return (await status_of(http, f"{gw.url}/oauth2/start?rd=/a", API))[0] == 503
+
+        noticed = await poll(start_refused, "/oauth2/start answers 503 once the OP is down")
+
+        # Under traffic: sessions and Bearer JWTs (cached metadata and JWKS) next to refused logins.
+        session_calls = [browser.get(f"{gw.url}/s{i}", headers=API) for i in range(20)]
+        bearer_calls = [http.get(f"{gw.url}/api/{i}", headers=bearer(tokens[i % 4])) for i in range(20)]
+        page_calls = [http.get(f"{gw.url}/app/{i}", headers=HTML, allow_redirects=False) for i in range(10)]
+        start_calls = [http.get(f"{gw.url}/oauth2/start?rd=/b", headers=API, allow_redirects=False)
+                       for _ in range(5)]
+        answers = await asyncio.gather(*session_calls, *bearer_calls, *page_calls, *start_calls)
+        bodies = [await resp.text() for resp in answers]
+        statuses = [resp.status for resp in answers]
+        assert statuses[:40] == [200] * 40, statuses
+        for resp, body in zip(answers[40:50], bodies[40:50], strict=True):  # a browser: the page, no redirect
+            assert resp.status == 503 and "Location" not in resp.headers
+            assert resp.content_type == "text/html" and "provider_unavailable" in body
+        for resp, body in zip(answers[50:], bodies[50:], strict=True):  # an API client: JSON
+            assert resp.status == 503 and json.loads(body)["error"] == "provider_unavailable"
+        # The code cannot be redeemed: a clear page, no session.
+        async with halfway.get(callback, headers=HTML, allow_redirects=False) as resp:
+            assert resp.status == 503 and "provider_unavailable" in await resp.text()
+            assert "_oidc_gateway" not in resp.cookies
+        await halfway.close()
+        # Sign-out ends the local session although the OP cannot be told (revocation fails quietly).
+        async with leaving.get(f"{gw.url}/oauth2/sign_out", headers=HTML, allow_redirects=False) as resp:
+            assert resp.status == 302 and resp.headers["Location"].startswith(f"{own_op.issuer}/")
+        assert (await leaving.get(f"{gw.url}/left", headers=API)).status == 401
+        await leaving.close()
+        # An API client without credentials is told to authenticate, as always (interface.md).
+        assert (await status_of(http, f"{gw.url}/api/x", API))[0] == 401
+        # The process is fine and stays in the load balancer: what it can serve, it serves.
+        assert (await status_of(http, f"{gw.url}/healthz", API))[0] == 200
+        assert (await status_of(http, f"{gw.url}/readyz", API))[0] == 200
+
+        began = time.monotonic()
+        await asyncio.to_thread(own_op.start)  # same port, same keys
+        restart = time.monotonic() - began
+
+        async def start_redirects() -> bool:
+            return (await status_of(http, f"{gw.url}/oauth2/start?rd=/a", API))[0] == 302
+
+        recovered = await poll(start_redirects, "/oauth2/start redirects again once the OP is back")
+    # A new login completes without restarting the gateway; the old session never noticed.
+    async with gw.browser() as newcomer:
+        result = await browser_login(newcomer, f"{gw.url}/after")
+        assert result.status == 200 and json.loads(result.body)["path"] == "/after"
+    assert (await browser.get(f"{gw.url}/still", headers=API)).status == 200
+    await browser.close()
+    print(f"\nOP down noticed after {noticed:.2f}s; OP restart {restart:.2f}s; logins back {recovered:.2f}s "
+          "after the OP answered again")
+
+
+async def test_refresh_due_while_op_down_keeps_the_token_until_it_expires(
+        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP, clock: Any) -> None:
+    own_op.start()
+    gw = await gateway_for(session={"idle_timeout": "8h"})  # the 4 h token ends before the session does
+    browser = await logged_in(gw)
+    own_op.kill()
+    clock.advance(4 * 3600 - 30 + 1)  # inside refresh_before_expiry (30 s) of the 4 h access token
+    resp = await browser.get(f"{gw.url}/due", headers=API)
+    assert resp.status == 200
+    token = dict(json.loads(await resp.text())["headers"])["Authorization"]
+    resp = await browser.get(f"{gw.url}/due-again", headers=API)  # each request tries, none fails
+    assert resp.status == 200 and dict(json.loads(await resp.text())["headers"])["Authorization"] == token
+    clock.advance(30)  # expired now, and nobody can renew it
+    gone = await browser.get(f"{gw.url}/expired", headers=API)
+    assert gone.status == 503 and (await gone.json())["error"] == "provider_unavailable"
+    await browser.close()
+
+
+# --- the gateway starts while the OP is down -----------------------------------------------------
+
+
+async def test_gateway_started_without_op_is_unready_then_ready_by_itself(
+        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP) -> None:
+    gw = await gateway_for()  # nothing listens on the OP's port yet
+    ready = await gw.client.get("/readyz")
+    problems = (await ready.json())["problems"]
+    assert ready.status == 503 and "ClientConnectorError" in problems["provider"], problems
+    page = await gw.client.get("/app", headers=HTML, allow_redirects=False)
+    assert page.status == 503 and "provider_unavailable" in await page.text()
+    await asyncio.to_thread(own_op.start)
+
+    async def is_ready() -> bool:
+        return (await gw.client.get("/readyz")).status == 200
+
+    took = await poll(is_ready, "/readyz turns 200 by itself once the OP is up")
+    async with gw.browser() as browser:
+        assert (await browser_login(browser, f"{gw.url}/x")).status == 200
+    print(f"\nready {took:.2f}s after the OP answered (discovery_retry_interval 100ms, doubling)")
+
+
+async def test_first_login_after_the_op_returns_need_not_wait_for_the_retry_backoff(
+        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP) -> None:
+    gw = await gateway_for(oidc={"discovery_retry_interval": "1h"})  # the background retry is far away
+    assert (await gw.client.get("/readyz")).status == 503
+    await asyncio.to_thread(own_op.start)
+    async with gw.browser() as browser:
+        result = await browser_login(browser, f"{gw.url}/x")  # loads the metadata and then the keys
+        assert result.status == 200, result.body[:300]
+    assert (await gw.client.get("/readyz")).status == 200
+
+
+# --- the OP rotates its signing key --------------------------------------------------------------
+
+
+def new_rs256_key(kid: str) -> dict[str, Any]:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk: dict[str, Any] = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private))
+    return {**jwk, "kid": kid, "alg": "RS256", "use": "sig"}
+
+
+async def restart_with(op: ControlledOP, keys: list[dict[str, Any]]) -> None:
+    op.stop()
+    op.publish(keys)
+    await asyncio.to_thread(op.start)
+
+
+async def test_key_rotation_one_refetch_old_key_honoured_while_published(
+        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP, clock: Any) -> None:
+    own_op.start()
+    gw = await gateway_for()  # jwks_min_refresh_interval: 60 s (default)
+    browser = await logged_in(gw)
+    old_keys = own_op.keys()
+    old_tokens = [await jwt_access_token(own_op) for _ in range(2)]
+    assert {kid_of(t) for t in old_tokens} == {"rs256-1"}
+    fetched = await jwks_fetches(gw)
+
+    # Rotation: a new key signs, the old one is still published (the usual overlap).
+    await restart_with(own_op, [new_rs256_key("rs256-2"), *old_keys])
+    new_tokens = [await jwt_access_token(own_op) for _ in range(3)]
+    assert {kid_of(t) for t in new_tokens} == {"rs256-2"}
+    clock.advance(61)  # past the minimum re-fetch interval since the start-up fetch
+    assert (await gw.client.get("/api/1", headers=bearer(new_tokens[0]))).status == 200
+    assert await jwks_fetches(gw) == fetched + 1  # exactly one re-fetch for the new kid
+    assert (await gw.client.get("/api/2", headers=bearer(new_tokens[1]))).status == 200
+    assert (await gw.client.get("/api/3", headers=bearer(old_tokens[0]))).status == 200
+    assert await jwks_fetches(gw) == fetched + 1  # neither the new nor the old key needs another
+    # New logins get ID tokens signed with the new key; the session from before goes on.
+    async with gw.browser() as newcomer:
+        assert (await browser_login(newcomer, f"{gw.url}/x")).status == 200
+    assert (await browser.get(f"{gw.url}/y", headers=API)).status == 200
+    assert await jwks_fetches(gw) == fetched + 1
+
+    # Unknown kids (tokens signed by a key the OP never published) cannot drive re-fetches.
+    stranger = new_rs256_key("never-published")
+    forged = [jwt.encode({"iss": own_op.issuer, "aud": "urn:gateway:api", "sub": "mallory",
+                          "exp": int(clock()) + 600, "iat": int(clock())},
+                         jwt.PyJWK(stranger).key, algorithm="RS256", headers={"kid": f"forged-{i}"})
+              for i in range(20)]
+    answers = await asyncio.gather(*(gw.client.get("/api/f", headers=bearer(t)) for t in forged))
+    assert [a.status for a in answers] == [401] * 20
+    assert await jwks_fetches(gw) == fetched + 1  # re-fetched 0 s ago: none now
+    clock.advance(61)
+    answers = await asyncio.gather(*(gw.client.get("/api/f", headers=bearer(t)) for t in forged))
+    assert [a.status for a in answers] == [401] * 20
+    assert await jwks_fetches(gw) == fetched + 2  # at most one per interval, however many kids
+    await browser.close()
+
+
+async def test_withdrawn_key_stops_verifying_within_the_jwks_max_age(
+        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP, clock: Any) -> None:
+    own_op.start()
+    gw = await gateway_for()
+    old_keys = own_op.keys()
+    old_tokens = [await jwt_access_token(own_op) for _ in range(3)]
+    assert (await gw.client.get("/api/1", headers=bearer(old_tokens[0]))).status == 200
+    # The OP withdraws the old key (say it leaked) and signs with a new one; no token with an unknown
+    # kid need ever reach this gateway for it to notice.
+    await restart_with(own_op, [new_rs256_key("rs256-2"), *(k for k in old_keys if k["kid"] != "rs256-1")])
+    clock.advance(30 * 60)  # within the max age the cached set is trusted as it is
+    assert (await gw.client.get("/api/2", headers=bearer(old_tokens[1]))).status == 200
+    clock.advance(31 * 60)  # past the max age (1 h): the next use re-fetches
+    refused = await gw.client.get("/api/3", headers=bearer(old_tokens[2]))
+    assert refused.status == 401 and (await refused.json())["error"] == "invalid_token"
+    assert (await gw.client.get("/api/4", headers=bearer(await jwt_access_token(own_op)))).status == 200
+
+
+async def test_stale_key_set_is_kept_while_the_op_is_down(
+        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP, clock: Any) -> None:
+    own_op.start()
+    gw = await gateway_for()
+    tokens = [await jwt_access_token(own_op) for _ in range(2)]
+    assert (await gw.client.get("/api/1", headers=bearer(tokens[0]))).status == 200
+    own_op.kill()
+    clock.advance(2 * 3600)  # the cached set is stale and cannot be re-fetched: it goes on serving
+    assert (await gw.client.get("/api/2", headers=bearer(tokens[1]))).status == 200
+
