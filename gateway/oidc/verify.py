@@ -53,6 +53,26 @@ _LOGOUT_TYPES: frozenset[str | None] = frozenset({None, "logout+jwt", "jwt"})
 _ID_TOKEN_ONLY_CLAIMS = ("nonce", "at_hash", "c_hash", "s_hash")  # OIDC Core §2, §3.3.2.11; never in RFC 9068
 
 
+class _BadSignature(InvalidToken):
+    default_detail = "bad signature"
+
+
+def _signed_claims(raw: str, key: Any, alg: str) -> Claims:
+    """The payload when the signature verifies with `key`; _BadSignature or InvalidToken otherwise."""
+    try:
+        claims: Claims = jwt.decode(
+            raw, key, algorithms=[alg],
+            # Time and audience checks are ours (injected clock, azp rule); signature is PyJWT's.
+            options={"verify_exp": False, "verify_iat": False, "verify_nbf": False,
+                     "verify_aud": False, "verify_iss": False},
+        )
+    except jwt.InvalidSignatureError:
+        raise _BadSignature() from None
+    except jwt.PyJWTError:
+        raise InvalidToken("malformed token") from None
+    return claims
+
+
 @dataclass(frozen=True, slots=True)
 class BearerIssuer:
     """Whose Bearer JWTs verify how: the issuer, its keys, accepted algorithms and audiences."""
@@ -114,22 +134,21 @@ class TokenVerifier:
         if alg.startswith("HS"):
             if self._secret is None:
                 raise InvalidToken("signing algorithm not allowed")
-            key: Any = self._secret
-        else:
-            kid = header.get("kid")
-            key = await (keys or self._keys).key_for(kid if isinstance(kid, str) else None, alg)
+            return alg, _signed_claims(raw, self._secret, alg)
+        kid = header.get("kid")
+        kid = kid if isinstance(kid, str) else None
+        keyset = keys or self._keys
         try:
-            claims = jwt.decode(
-                raw, key, algorithms=[alg],
-                # Time and audience checks are ours (injected clock, azp rule); signature is PyJWT's.
-                options={"verify_exp": False, "verify_iat": False, "verify_nbf": False,
-                         "verify_aud": False, "verify_iss": False},
-            )
-        except jwt.InvalidSignatureError:
+            return alg, _signed_claims(raw, await keyset.key_for(kid, alg), alg)
+        except _BadSignature:
+            # A known kid whose signature fails: the OP may have replaced the key under the same kid (an
+            # OP restarted with fresh keys). One re-fetch, rate-limited like an unknown kid's, then retry.
+            if not await keyset.refresh():
+                raise InvalidToken("bad signature") from None
+        try:
+            return alg, _signed_claims(raw, await keyset.key_for(kid, alg), alg)
+        except _BadSignature:
             raise InvalidToken("bad signature") from None
-        except jwt.PyJWTError:
-            raise InvalidToken("malformed token") from None
-        return alg, claims
 
     def _check_time(self, claims: Claims, *, require_iat: bool, require_exp: bool = True) -> None:
         now = self._clock()

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,16 @@ class ControlledOP(TestOP):
         self._proc = None
         self.stop()  # closes the log
 
+    def pause(self, paused: bool = True) -> None:
+        """SIGSTOP / SIGCONT: a hung OP; the kernel still accepts connections, nobody answers."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)  # a paused OP cannot act on SIGTERM
+        super().stop()
+
     def keys(self) -> list[dict[str, Any]]:
         keys: list[dict[str, Any]] = json.loads(self.jwks_file.read_text())["keys"]
         return keys
@@ -100,6 +110,20 @@ def gateway_for(start_gateway: Callable[..., Awaitable[Gateway]],
     return make
 
 
+@pytest.fixture
+async def browsers() -> AsyncIterator[Callable[[], aiohttp.ClientSession]]:
+    """Cookie-keeping client sessions, closed after the test whether it passed or not."""
+    opened: list[aiohttp.ClientSession] = []
+
+    def open_one() -> aiohttp.ClientSession:
+        opened.append(aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)))
+        return opened[-1]
+
+    yield open_one
+    for session in opened:
+        await session.close()
+
+
 async def poll(check: Callable[[], Awaitable[bool]], what: str, timeout: float = DEADLINE) -> float:
     """Seconds until check() was true; fails after `timeout`."""
     start = time.monotonic()
@@ -109,8 +133,7 @@ async def poll(check: Callable[[], Awaitable[bool]], what: str, timeout: float =
     return time.monotonic() - start
 
 
-async def logged_in(gw: Gateway) -> aiohttp.ClientSession:
-    browser = gw.browser()
+async def logged_in(gw: Gateway, browser: aiohttp.ClientSession) -> aiohttp.ClientSession:
     result = await browser_login(browser, f"{gw.url}/before")
     assert result.status == 200, result.body[:300]
     return browser
@@ -140,14 +163,15 @@ async def jwks_fetches(gw: Gateway) -> float:
 
 
 async def test_op_down_sessions_and_bearer_go_on_logins_get_503_then_recover(
-        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP) -> None:
+        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP,
+        browsers: Callable[[], aiohttp.ClientSession]) -> None:
     own_op.start()
     gw = await gateway_for()
-    browser = await logged_in(gw)
-    leaving = await logged_in(gw)
+    browser = await logged_in(gw, browsers())
+    leaving = await logged_in(gw, browsers())
     tokens = [await jwt_access_token(own_op) for _ in range(4)]  # presented only during the outage
     # A login whose user has signed in at the OP; the OP dies before the gateway redeems the code.
-    halfway = gw.browser()
+    halfway = browsers()
     stopped = await browser_login(halfway, f"{gw.url}/half", stop_at=lambda url: url.path == "/oauth2/callback")
     callback = stopped.url.join(URL(stopped.headers["Location"]))
     async with aiohttp.ClientSession() as http:
@@ -179,12 +203,10 @@ async def test_op_down_sessions_and_bearer_go_on_logins_get_503_then_recover(
         async with halfway.get(callback, headers=HTML, allow_redirects=False) as resp:
             assert resp.status == 503 and "provider_unavailable" in await resp.text()
             assert "_oidc_gateway" not in resp.cookies
-        await halfway.close()
         # Sign-out ends the local session although the OP cannot be told (revocation fails quietly).
         async with leaving.get(f"{gw.url}/oauth2/sign_out", headers=HTML, allow_redirects=False) as resp:
             assert resp.status == 302 and resp.headers["Location"].startswith(f"{own_op.issuer}/")
         assert (await leaving.get(f"{gw.url}/left", headers=API)).status == 401
-        await leaving.close()
         # An API client without credentials is told to authenticate, as always (interface.md).
         assert (await status_of(http, f"{gw.url}/api/x", API))[0] == 401
         # The process is fine and stays in the load balancer: what it can serve, it serves.
@@ -200,20 +222,59 @@ async def test_op_down_sessions_and_bearer_go_on_logins_get_503_then_recover(
 
         recovered = await poll(start_redirects, "/oauth2/start redirects again once the OP is back")
     # A new login completes without restarting the gateway; the old session never noticed.
-    async with gw.browser() as newcomer:
-        result = await browser_login(newcomer, f"{gw.url}/after")
-        assert result.status == 200 and json.loads(result.body)["path"] == "/after"
+    newcomer = browsers()
+    result = await browser_login(newcomer, f"{gw.url}/after")
+    assert result.status == 200 and json.loads(result.body)["path"] == "/after"
     assert (await browser.get(f"{gw.url}/still", headers=API)).status == 200
-    await browser.close()
     print(f"\nOP down noticed after {noticed:.2f}s; OP restart {restart:.2f}s; logins back {recovered:.2f}s "
           "after the OP answered again")
 
 
+async def test_hung_op_logins_refused_within_the_timeout_sessions_unaffected(
+        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP,
+        browsers: Callable[[], aiohttp.ClientSession]) -> None:
+    own_op.start()
+    gw = await gateway_for(oidc={"http_timeout": "1s"})
+    browser = await logged_in(gw, browsers())
+    tokens = [await jwt_access_token(own_op) for _ in range(5)]
+    async with aiohttp.ClientSession() as http:
+        own_op.pause()
+
+        async def timed(call: Awaitable[aiohttp.ClientResponse]) -> tuple[int, float]:
+            began = time.monotonic()
+            async with await call as resp:
+                await resp.read()
+                return resp.status, time.monotonic() - began
+
+        async def start_refused() -> bool:
+            return (await status_of(http, f"{gw.url}/oauth2/start", API))[0] == 503
+
+        await poll(start_refused, "/oauth2/start answers 503 while the OP hangs")
+        answers = await asyncio.gather(
+            *(timed(http.get(f"{gw.url}/oauth2/start", headers=HTML, allow_redirects=False)) for _ in range(10)),
+            *(timed(browser.get(f"{gw.url}/s", headers=API)) for _ in range(10)),
+            *(timed(http.get(f"{gw.url}/api", headers=bearer(token))) for token in tokens))
+        starts, others = answers[:10], answers[10:]
+        assert {status for status, _ in starts} == {503}
+        assert max(took for _, took in starts) < 1 + 0.5  # one probe, bounded by http_timeout
+        assert {status for status, _ in others} == {200}
+        assert max(took for _, took in others) < 0.5  # nothing else waits for the OP
+        own_op.pause(False)
+
+        async def start_redirects() -> bool:
+            return (await status_of(http, f"{gw.url}/oauth2/start", API))[0] == 302
+
+        await poll(start_redirects, "logins resume once the OP answers again")
+    newcomer = browsers()
+    assert (await browser_login(newcomer, f"{gw.url}/x")).status == 200
+
+
 async def test_refresh_due_while_op_down_keeps_the_token_until_it_expires(
-        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP, clock: Any) -> None:
+        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP,
+        browsers: Callable[[], aiohttp.ClientSession], clock: Any) -> None:
     own_op.start()
     gw = await gateway_for(session={"idle_timeout": "8h"})  # the 4 h token ends before the session does
-    browser = await logged_in(gw)
+    browser = await logged_in(gw, browsers())
     own_op.kill()
     clock.advance(4 * 3600 - 30 + 1)  # inside refresh_before_expiry (30 s) of the 4 h access token
     resp = await browser.get(f"{gw.url}/due", headers=API)
@@ -224,14 +285,14 @@ async def test_refresh_due_while_op_down_keeps_the_token_until_it_expires(
     clock.advance(30)  # expired now, and nobody can renew it
     gone = await browser.get(f"{gw.url}/expired", headers=API)
     assert gone.status == 503 and (await gone.json())["error"] == "provider_unavailable"
-    await browser.close()
 
 
 # --- the gateway starts while the OP is down -----------------------------------------------------
 
 
 async def test_gateway_started_without_op_is_unready_then_ready_by_itself(
-        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP) -> None:
+        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP,
+        browsers: Callable[[], aiohttp.ClientSession]) -> None:
     gw = await gateway_for()  # nothing listens on the OP's port yet
     ready = await gw.client.get("/readyz")
     problems = (await ready.json())["problems"]
@@ -244,19 +305,20 @@ async def test_gateway_started_without_op_is_unready_then_ready_by_itself(
         return (await gw.client.get("/readyz")).status == 200
 
     took = await poll(is_ready, "/readyz turns 200 by itself once the OP is up")
-    async with gw.browser() as browser:
-        assert (await browser_login(browser, f"{gw.url}/x")).status == 200
+    browser = browsers()
+    assert (await browser_login(browser, f"{gw.url}/x")).status == 200
     print(f"\nready {took:.2f}s after the OP answered (discovery_retry_interval 100ms, doubling)")
 
 
 async def test_first_login_after_the_op_returns_need_not_wait_for_the_retry_backoff(
-        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP) -> None:
+        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP,
+        browsers: Callable[[], aiohttp.ClientSession]) -> None:
     gw = await gateway_for(oidc={"discovery_retry_interval": "1h"})  # the background retry is far away
     assert (await gw.client.get("/readyz")).status == 503
     await asyncio.to_thread(own_op.start)
-    async with gw.browser() as browser:
-        result = await browser_login(browser, f"{gw.url}/x")  # loads the metadata and then the keys
-        assert result.status == 200, result.body[:300]
+    browser = browsers()
+    result = await browser_login(browser, f"{gw.url}/x")  # loads the metadata and then the keys
+    assert result.status == 200, result.body[:300]
     assert (await gw.client.get("/readyz")).status == 200
 
 
@@ -276,10 +338,11 @@ async def restart_with(op: ControlledOP, keys: list[dict[str, Any]]) -> None:
 
 
 async def test_key_rotation_one_refetch_old_key_honoured_while_published(
-        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP, clock: Any) -> None:
+        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP,
+        browsers: Callable[[], aiohttp.ClientSession], clock: Any) -> None:
     own_op.start()
     gw = await gateway_for()  # jwks_min_refresh_interval: 60 s (default)
-    browser = await logged_in(gw)
+    browser = await logged_in(gw, browsers())
     old_keys = own_op.keys()
     old_tokens = [await jwt_access_token(own_op) for _ in range(2)]
     assert {kid_of(t) for t in old_tokens} == {"rs256-1"}
@@ -296,16 +359,18 @@ async def test_key_rotation_one_refetch_old_key_honoured_while_published(
     assert (await gw.client.get("/api/3", headers=bearer(old_tokens[0]))).status == 200
     assert await jwks_fetches(gw) == fetched + 1  # neither the new nor the old key needs another
     # New logins get ID tokens signed with the new key; the session from before goes on.
-    async with gw.browser() as newcomer:
-        assert (await browser_login(newcomer, f"{gw.url}/x")).status == 200
+    newcomer = browsers()
+    assert (await browser_login(newcomer, f"{gw.url}/x")).status == 200
     assert (await browser.get(f"{gw.url}/y", headers=API)).status == 200
     assert await jwks_fetches(gw) == fetched + 1
 
-    # Unknown kids (tokens signed by a key the OP never published) cannot drive re-fetches.
+    # Tokens signed by a key the OP never published, half with unknown kids, half with the current kid
+    # (a bad signature under a known kid also earns a re-fetch): they cannot drive re-fetches.
     stranger = new_rs256_key("never-published")
     forged = [jwt.encode({"iss": own_op.issuer, "aud": "urn:gateway:api", "sub": "mallory",
                           "exp": int(clock()) + 600, "iat": int(clock())},
-                         jwt.PyJWK(stranger).key, algorithm="RS256", headers={"kid": f"forged-{i}"})
+                         jwt.PyJWK(stranger).key, algorithm="RS256",
+                         headers={"kid": f"forged-{i}" if i % 2 else "rs256-2"})
               for i in range(20)]
     answers = await asyncio.gather(*(gw.client.get("/api/f", headers=bearer(t)) for t in forged))
     assert [a.status for a in answers] == [401] * 20
@@ -314,7 +379,6 @@ async def test_key_rotation_one_refetch_old_key_honoured_while_published(
     answers = await asyncio.gather(*(gw.client.get("/api/f", headers=bearer(t)) for t in forged))
     assert [a.status for a in answers] == [401] * 20
     assert await jwks_fetches(gw) == fetched + 2  # at most one per interval, however many kids
-    await browser.close()
 
 
 async def test_withdrawn_key_stops_verifying_within_the_jwks_max_age(
@@ -345,3 +409,26 @@ async def test_stale_key_set_is_kept_while_the_op_is_down(
     clock.advance(2 * 3600)  # the cached set is stale and cannot be re-fetched: it goes on serving
     assert (await gw.client.get("/api/2", headers=bearer(tokens[1]))).status == 200
 
+
+
+async def test_op_restarted_with_new_keys_under_the_same_kid_recovers_after_one_refetch(
+        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP,
+        browsers: Callable[[], aiohttp.ClientSession], clock: Any) -> None:
+    # What the test OP does without OP_JWKS_FILE, and many development OPs: fresh keys at every start,
+    # always called "rs256-1". The kid is known, so only a failed signature can tell the key changed.
+    own_op.start()
+    gw = await gateway_for()
+    old_token = await jwt_access_token(own_op)
+    own_op.stop()
+    own_op.jwks_file.unlink()
+    await asyncio.to_thread(own_op.start)
+    assert kid_of(await jwt_access_token(own_op)) == kid_of(old_token)
+    fetched = await jwks_fetches(gw)
+    clock.advance(61)  # past the minimum re-fetch interval
+    browser = browsers()
+    result = await browser_login(browser, f"{gw.url}/x")
+    assert result.status == 200, result.body[:300]
+    assert (await gw.client.get("/api/1", headers=bearer(await jwt_access_token(own_op)))).status == 200
+    assert await jwks_fetches(gw) == fetched + 1
+    refused = await gw.client.get("/api/2", headers=bearer(old_token))  # its key is gone from the OP
+    assert refused.status == 401 and await jwks_fetches(gw) == fetched + 1  # and it cannot cause a fetch now
