@@ -1,6 +1,7 @@
 """KeySet: the provider's signing keys (RFC 7517 JWKS), cached.
 
-Trusts: keys fetched from the provider's `jwks_uri`. A token whose `kid` is unknown triggers one
+Trusts: keys fetched from the provider's `jwks_uri`. A token whose `kid` is unknown (or, through
+TokenVerifier, whose signature fails under a known kid: the OP replaced the key) triggers one
 re-fetch, at most once per `min_refresh_interval` (so a flood of forged kids cannot hammer the OP);
 a failed fetch keeps the last good set. A set older than `max_age` is re-fetched (same rate limit) when
 next used, so a key the provider has withdrawn stops verifying within `max_age` even when no unknown

@@ -1,7 +1,9 @@
 """TokenVerifier: ID tokens (OIDC Core §3.1.3.7, §3.3.2.12) and Bearer JWT access tokens (RFC 9068).
 
 Trusts: signatures by a key from the provider's JWKS, or, for HS256/384/512, the client secret
-(OIDC Core §10.1; Authing's default). Rejects, each with InvalidToken and a short fixed reason:
+(OIDC Core §10.1; Authing's default). A signature that fails under a known `kid` is retried once
+after a (rate-limited) JWKS re-fetch: an OP restarted with fresh keys often reuses its kids.
+Rejects, each with InvalidToken and a short fixed reason:
 an `alg` outside the configured allow-list (`none` can never be in it, so no alg=none and no HS/RS
 confusion: the key type is chosen by the allow-listed alg, never by the token), a bad signature,
 `iss` not exactly the issuer, `aud` without our client_id, several audiences without `azp` equal to

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
+from gateway.oidc.metadata import PROBE_INTERVAL
 from tests.conftest import Gateway, deep_merge, free_port
 from tests.integration.test_bearer import jwt_access_token
 from tests.support.op import OP_DIR, TestOP, browser_login
@@ -79,6 +81,12 @@ class ControlledOP(TestOP):
         if self._proc is not None:
             self._proc.send_signal(signal.SIGCONT)  # a paused OP cannot act on SIGTERM
         super().stop()
+
+    def hits(self, path: str) -> int:
+        """Requests the OP has received for `path` (GET /__test/hits)."""
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+                f"{self.issuer}/__test/hits", timeout=5) as resp:
+            return int(json.load(resp).get(path, 0))
 
     def keys(self) -> list[dict[str, Any]]:
         keys: list[dict[str, Any]] = json.loads(self.jwks_file.read_text())["keys"]
@@ -267,6 +275,23 @@ async def test_hung_op_logins_refused_within_the_timeout_sessions_unaffected(
         await poll(start_redirects, "logins resume once the OP answers again")
     newcomer = browsers()
     assert (await browser_login(newcomer, f"{gw.url}/x")).status == 200
+
+
+async def test_login_flood_probes_the_op_at_most_once_per_interval(
+        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP) -> None:
+    own_op.start()
+    gw = await gateway_for()
+    discovery = "/.well-known/openid-configuration"
+    before = own_op.hits(discovery)
+    began, sent = time.monotonic(), 0
+    while time.monotonic() - began < 2.5 * PROBE_INTERVAL:  # waves of unauthenticated navigations
+        answers = await asyncio.gather(*(gw.client.get(f"/app/{sent + i}", headers=HTML, allow_redirects=False)
+                                         for i in range(20)))
+        assert [a.status for a in answers] == [302] * 20
+        sent += 20
+    elapsed = time.monotonic() - began
+    probes = own_op.hits(discovery) - before
+    assert 1 <= probes <= 1 + elapsed / PROBE_INTERVAL < sent / 10, (probes, elapsed, sent)
 
 
 async def test_refresh_due_while_op_down_keeps_the_token_until_it_expires(

@@ -171,11 +171,13 @@ function interactions(provider) {
 }
 
 // GET /__test/stats: {"success": {grant_type: n}, "error": {grant_type: n}}; POST /__test/reset zeroes them.
+// GET /__test/hits: {path: n}, every request the OP received by path (test endpoints excluded); also reset.
 // POST /__test/backchannel (form: client_id, uri, session_required=true|false) sets a client's
 // backchannel_logout_uri (a loopback http URL; empty: none) at run time: gateways use random ports.
 // With session_required=true the OP also puts `sid` in that client's ID and logout tokens.
 function testEndpoints(provider) {
   let stats = { success: {}, error: {} };
+  let hits = {};
   const count = (outcome) => (ctx) => {
     const grantType = ctx.oidc?.params?.grant_type ?? 'unknown';
     stats[outcome][grantType] = (stats[outcome][grantType] ?? 0) + 1;
@@ -183,10 +185,14 @@ function testEndpoints(provider) {
   provider.on('grant.success', count('success'));
   provider.on('grant.error', count('error'));
   return async (ctx, next) => {
+    if (!ctx.path.startsWith('/__test/')) hits[ctx.path] = (hits[ctx.path] ?? 0) + 1;
     if (ctx.path === '/__test/stats' && ctx.method === 'GET') {
       ctx.body = stats;
+    } else if (ctx.path === '/__test/hits' && ctx.method === 'GET') {
+      ctx.body = hits;
     } else if (ctx.path === '/__test/reset' && ctx.method === 'POST') {
       stats = { success: {}, error: {} };
+      hits = {};
       ctx.status = 204;
     } else if (ctx.path === '/__test/backchannel' && ctx.method === 'POST') {
       const form = await readForm(ctx.req);
