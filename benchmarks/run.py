@@ -1,6 +1,6 @@
 """The benchmark: one command, every contestant measured in the same run, ratios to the bare proxy.
 
-    benchmarks/run [--duration 10] [--connections 32] [--threads 1] [--json results.json]
+    benchmarks/run [--duration 10] [--connections 32] [--threads 1] [--json results.json] [--quick] [--profile F]
 
 Starts an upstream (nginx from Debian when present, else an aiohttp one), the test OP (node
 oidc-provider), the bare aiohttp proxy baseline and the gateway (Redis sessions), logs in for real to
@@ -292,6 +292,13 @@ async def cold_logins(gateway: str, op: TestOP, n: int) -> tuple[float, float]:
     return statistics.median(via_gateway) * 1000, statistics.median(direct) * 1000
 
 
+def profiler(server: Server, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling `server` (at 200 Hz, raw stacks) until SIGINT; the profile costs it some CPU."""
+    spy = shutil.which("py-spy", path=str(Path(PY).parent)) or "py-spy"
+    return subprocess.Popen([spy, "record", "-r", "200", "-f", "raw", "-o", str(out), "-p", str(server.proc.pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def table(results: list[Result], baseline: Result) -> str:
     lines = ["| contestant | req/s | ratio to bare proxy | p99 ms | CPU us/req | errors |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -314,6 +321,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads [1]")
     parser.add_argument("--logins", type=int, default=20, help="cold logins to time [20]")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--quick", action="store_true",
+                        help="only the small-body contestants, 1 worker, no cold logins (while iterating)")
+    parser.add_argument("--profile", type=Path,
+                        help="record the 1-worker gateway with py-spy (raw format) during the small-body session "
+                             "and Bearer runs, into F.session.txt and F.bearer.txt (the CPU figures then "
+                             "include the sampler's cost)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("benchmark: wrk is missing (apt-get install wrk)")
@@ -339,21 +352,28 @@ def main() -> int:
               f"upstream {upstream.name}", flush=True)
 
         results: list[Result] = []
-        for body, path in (("small", "/"), ("64 KiB", "/64k")):
+        bodies = (("small", "/"),) if args.quick else (("small", "/"), ("64 KiB", "/64k"))
+        for body, path in bodies:
             results.append(measure(f"upstream direct ({body})", upstream, upstream_url + path, args))
             base = measure(f"bare aiohttp proxy, 1 process ({body})", bare, bare_url + path, args)
             results.append(base)
-            results.append(measure(f"gateway, Redis session, 1 worker ({body})", gateway, gateway_url + path,
-                                   args, {"Cookie": cookie}))
-            results.append(measure(f"gateway, Bearer JWT, 1 worker ({body})", gateway, gateway_url + path,
-                                   args, {"Authorization": f"Bearer {bearer}"}))
+            for kind, headers in (("session", {"Cookie": cookie}), ("bearer", {"Authorization": f"Bearer {bearer}"})):
+                spy = profiler(gateway, args.profile.with_suffix(f".{kind}.txt")) if args.profile and path == "/" \
+                    else None
+                label = "Redis session" if kind == "session" else "Bearer JWT"
+                results.append(measure(f"gateway, {label}, 1 worker ({body})", gateway, gateway_url + path,
+                                       args, headers))
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(timeout=60)
         results.append(measure("gateway /oauth2/auth (forward-auth, session)", gateway,
                                gateway_url + "/oauth2/auth", args, {"Cookie": cookie}, expect=202))
         rss = {"gateway (1 worker)": rss_mib(gateway.proc.pid), "bare proxy": rss_mib(bare.proc.pid)}
-        login_gateway, login_direct = asyncio.run(cold_logins(gateway_url, op, args.logins))
+        login_gateway, login_direct = (asyncio.run(cold_logins(gateway_url, op, args.logins)) if not args.quick
+                                       else (float("nan"), float("nan")))
         gateway.stop()
 
-        if workers_supported():
+        if workers_supported() and not args.quick:
             gateway2, gateway2_url = start_gateway(tmp, op, upstream_url, workers=2)
             servers.append(gateway2)
             cookie2 = asyncio.run(session_cookie(gateway2_url))

@@ -3,7 +3,7 @@
 Long-lived resources are opened and closed by one cleanup_ctx generator each: the OP HTTP client,
 the upstream HTTP client (pooled keep-alive), the session store (Redis pool), and the provider
 metadata (+ JWKS warm-up, with a background retry task while the OP is unreachable). The request
-path: request_id → error_middleware (pages) → metrics → auth_middleware (proxy route only) → handler.
+path: one middleware (request id → error pages → metrics → AuthGate, proxy route only) → handler.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from gateway.auth.backchannel import BackchannelLogout
 from gateway.auth.bearer import BearerAuthenticator
 from gateway.auth.cookie_session import SessionAuthenticator
 from gateway.auth.flow import SIGNED_OUT_PATH, LoginFlow
-from gateway.auth.middleware import PROXY_ROUTE, Authenticator, auth_middleware
+from gateway.auth.middleware import PROXY_ROUTE, Authenticator, AuthGate, auth_middleware
 from gateway.auth.policy import AccessPolicy
 from gateway.auth.preserve import PostPreserver
 from gateway.auth.refresh import Refresher
@@ -44,12 +44,11 @@ from gateway.session.cookie import SignedCookie, derive_key
 from gateway.session.crypto import RecordCipher
 from gateway.session.redis import RedisStore
 from gateway.session.store import MemoryStore, SessionStore
-from gateway.web.errors import error_middleware
+from gateway.web.errors import gateway_middleware
 from gateway.web.observability import AccessLogger, Metrics, configure_logging
 from gateway.web.ops import OpsHandlers
 from gateway.web.pages import SECURITY_HEADERS, Pages
 from gateway.web.reload import LiveConfig, reload_config
-from gateway.web.request_id import request_id_middleware
 from gateway.web.server import serve
 from gateway.web.workers import check_bindable, stop_gracefully_once, supervise
 
@@ -81,7 +80,7 @@ class Components:
     backchannel: BackchannelLogout
     forwarder: Forwarder
     ops: OpsHandlers
-    auth: Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+    auth: AuthGate
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -107,7 +106,7 @@ async def _op_http(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _upstream_http(app: web.Application) -> AsyncIterator[None]:
-    http = upstream_client_session(trace_configs=[app[METRICS].upstream_trace()])
+    http = upstream_client_session()  # timed by the Forwarder (on_upstream), not by trace hooks
     app[UPSTREAM_HTTP] = http
     yield
     await http.close()
@@ -215,7 +214,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
                      on_login=app[METRICS].record_login, replay_post=app[PAGES].replay_post)
     backchannel = BackchannelLogout(verifier, store, clock=clock, on_logout=app[METRICS].record_backchannel_logout)
 
-    def routing(current: Settings) -> tuple[Forwarder, OpsHandlers, Handler]:
+    def routing(current: Settings) -> tuple[Forwarder, OpsHandlers, AuthGate]:
         """What a SIGHUP reload replaces: upstreams, access rules and the handlers that apply them."""
         policy = AccessPolicy(current.access)
         mapping = IdentityHeaders(current.headers)
@@ -225,18 +224,18 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
                               cookie_names=frozenset({session_cookie.name, login_cookie.name}),
                               forwarded_proto=current.public_url.partition(":")[0],
                               max_body_size=current.max_body_size, identity_headers=mapping,
-                              assertion=app.get(ASSERTION))
+                              assertion=app.get(ASSERTION), on_upstream=app[METRICS].record_upstream)
         ops = OpsHandlers(provider, store, app[METRICS], authenticators, policy, mapping)
-        return forwarder, ops, auth_middleware(authenticators, policy, flow.begin, preserver)  # type: ignore[return-value]
+        return forwarder, ops, auth_middleware(authenticators, policy, flow.begin, preserver)
 
     def rebuild(current: Settings) -> None:
         components = app[COMPONENTS]
         # One synchronous step: in-flight requests keep the objects they hold, the next ones get these.
-        components.forwarder, components.ops, components.auth = routing(current)  # type: ignore[assignment]
+        components.forwarder, components.ops, components.auth = routing(current)
 
     forwarder, ops, auth = routing(app[LIVE].settings)
     app[COMPONENTS] = Components(provider=provider, keys=keys, store=store, flow=flow, backchannel=backchannel,
-                                 forwarder=forwarder, ops=ops, auth=auth)  # type: ignore[arg-type]
+                                 forwarder=forwarder, ops=ops, auth=auth)
     app[LIVE].rebuild = rebuild
     yield
 
@@ -260,11 +259,6 @@ def _delegate(pick: Callable[[Components], Handler]) -> Handler:
     return handler
 
 
-@web.middleware
-async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    return await request.app[COMPONENTS].auth(request, handler)
-
-
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """Every answer of the gateway's own (pages, JSON, redirects, aiohttp's 404/405/413) gets the anti-framing,
     no-sniff, referrer and CSP headers; a page that set its own (the replay page's nonce CSP) keeps it.
@@ -284,8 +278,10 @@ def create_app(settings: Settings, *, clock: Clock = time.time, config_path: Pat
     # client_max_size bounds only what the gateway's own handlers read (a form_post callback);
     # proxied bodies are streamed and bounded by max_body_size in the forwarder.
     pages = Pages(settings.pages_dir)  # templates are read once, here
-    app = web.Application(middlewares=[request_id_middleware, error_middleware(pages), metrics.middleware(), _auth],
-                          client_max_size=64 * 1024)
+    # One middleware layer: request id, error pages, metrics and the proxy route's AuthGate (the one in
+    # force: a SIGHUP reload replaces it), folded together (gateway.web.errors.gateway_middleware).
+    middleware = gateway_middleware(pages, metrics, lambda request: request.app[COMPONENTS].auth)
+    app = web.Application(middlewares=[middleware], client_max_size=64 * 1024)
     app[SETTINGS], app[CLOCK], app[METRICS], app[PAGES] = settings, clock, metrics, pages
     app.on_response_prepare.append(_security_headers)
     app[LIVE] = LiveConfig(settings, config_path)

@@ -23,6 +23,8 @@ from gateway.session.store import SessionStore
 
 __all__ = ["SessionAuthenticator"]
 
+_IDENTITY_CACHE_SIZE = 10_000
+
 
 class SessionAuthenticator:
     def __init__(self, store: SessionStore, cookie: SignedCookie, settings: SessionSettings, *,
@@ -35,6 +37,10 @@ class SessionAuthenticator:
         self._idle = settings.idle_timeout
         self._clock = clock
         self._touch_interval = min(touch_interval, settings.idle_timeout / 2)
+        # sid -> (the Session object, the Identity made from it). The store's local cache hands out the
+        # same frozen Session object while it is current, so its Identity (and the headers built from
+        # it) is made once; any other object (re-read, refreshed, touched) makes a new one.
+        self._identities: dict[str, tuple[Session, Identity]] = {}
 
     def ttl(self, session: Session, now: float) -> float:
         return session.ttl(now, lifetime=self._lifetime, idle_timeout=self._idle)
@@ -68,5 +74,12 @@ class SessionAuthenticator:
             if refreshed is None:
                 return None
             session = refreshed
-        return Identity.from_claims({**session.claims, "sub": session.sub}, session.access_token,
-                                    id_token=session.id_token)
+        known = self._identities.get(sid)
+        if known is not None and known[0] is session:
+            return known[1]
+        identity = Identity.from_claims({**session.claims, "sub": session.sub}, session.access_token,
+                                        id_token=session.id_token)
+        if known is None and len(self._identities) >= _IDENTITY_CACHE_SIZE:
+            del self._identities[next(iter(self._identities))]  # oldest first
+        self._identities[sid] = (session, identity)
+        return identity

@@ -11,7 +11,7 @@ HTML redirect). The policy then allows or raises Forbidden (403).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Protocol
 
 from aiohttp import web
@@ -22,7 +22,7 @@ from gateway.auth.policy import AccessPolicy
 from gateway.auth.preserve import Form, PostPreserver
 from gateway.errors import Unauthenticated
 
-__all__ = ["PROXY_ROUTE", "Authenticator", "StartLogin", "auth_middleware", "authenticate",
+__all__ = ["PROXY_ROUTE", "AuthGate", "Authenticator", "StartLogin", "auth_middleware", "authenticate",
            "is_browser_navigation", "wants_html"]
 
 PROXY_ROUTE = "proxy"
@@ -55,23 +55,49 @@ class StartLogin(Protocol):
         ...
 
 
-def auth_middleware(authenticators: Sequence[Authenticator], policy: AccessPolicy, start_login: StartLogin,
-                    preserver: PostPreserver | None = None,
-                    ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.match_info.route.name != PROXY_ROUTE or policy.is_public(request.path, request.method):
-            return await handler(request)
-        identity = await authenticate(request, authenticators)
+class AuthGate:
+    """The check itself: `await gate.authorize(request)` is None when the request may go on (with
+    request[IDENTITY] set, unless the path is public), else the answer to send instead (a login
+    redirect); it raises Unauthenticated / Forbidden. Also usable as an aiohttp middleware."""
+
+    __middleware_version__ = 1  # aiohttp's new-style middleware marker (what @web.middleware sets)
+
+    def __init__(self, authenticators: Sequence[Authenticator], policy: AccessPolicy, start_login: StartLogin,
+                 preserver: PostPreserver | None = None) -> None:
+        self._authenticators = tuple(authenticators)
+        self._policy = policy
+        self._start_login = start_login
+        self._preserver = preserver
+
+    async def authorize(self, request: web.Request) -> web.StreamResponse | None:
+        policy = self._policy
+        if policy.is_public(request.path, request.method):
+            return None
+        identity = None
+        for authenticator in self._authenticators:
+            identity = await authenticator.authenticate(request)
+            if identity is not None:
+                break
         if identity is None:
             if is_browser_navigation(request):
-                return await start_login(request, request.raw_path)
-            form = await preserver.capture(request) if preserver is not None else None
+                return await self._start_login(request, request.raw_path)
+            form = await self._preserver.capture(request) if self._preserver is not None else None
             if form is not None:
-                return await start_login(request, request.raw_path, form)
+                return await self._start_login(request, request.raw_path, form)
             raise Unauthenticated()
         policy.check(identity, request.method, request.path)
         request[IDENTITY] = identity
+        return None
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.match_info.route.name == PROXY_ROUTE:
+            answer = await self.authorize(request)
+            if answer is not None:
+                return answer
         return await handler(request)
 
-    return middleware
+
+def auth_middleware(authenticators: Sequence[Authenticator], policy: AccessPolicy, start_login: StartLogin,
+                    preserver: PostPreserver | None = None) -> AuthGate:
+    """The AuthGate for the proxy route, as a middleware (other routes pass straight through)."""
+    return AuthGate(authenticators, policy, start_login, preserver)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from time import perf_counter
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -32,11 +33,14 @@ from gateway.proxy.headers import REQUEST_ID, IdentityHeaders, downstream_header
 from gateway.proxy.routes import Route, UpstreamTable
 from gateway.proxy.websocket import splice
 
-__all__ = ["CHUNK_SIZE", "Forwarder", "upstream_client_session"]
+__all__ = ["CHUNK_SIZE", "Forwarder", "UpstreamObserver", "upstream_client_session"]
 
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 64 * 1024
+
+# (upstream origin, status or "error", seconds to the response headers or None): gateway.web's metrics.
+UpstreamObserver = Callable[[str, str, float | None], None]
 
 # aiohttp's client adds these when absent; a transparent proxy must not invent them.
 _SKIP_AUTO_HEADERS = frozenset({hdrs.ACCEPT, hdrs.ACCEPT_ENCODING, hdrs.USER_AGENT, hdrs.CONTENT_TYPE})
@@ -49,7 +53,8 @@ def upstream_client_session(limit: int = 512,
                             trace_configs: list[aiohttp.TraceConfig] | None = None) -> aiohttp.ClientSession:
     """The pooled keep-alive session for upstreams; call inside a running loop and close it after.
 
-    `trace_configs` observe each upstream request (gateway.web.observability times them)."""
+    `trace_configs` observe each upstream request; the gateway itself times them in the Forwarder
+    (`on_upstream`), which costs far less per request than aiohttp's trace signals."""
     connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=10,
                                      enable_cleanup_closed=_NEEDS_CLEANUP_CLOSED)
     return aiohttp.ClientSession(
@@ -75,8 +80,11 @@ class Forwarder:
     def __init__(self, routes: UpstreamTable, http: aiohttp.ClientSession, *,
                  cookie_names: frozenset[str], forwarded_proto: str, max_body_size: int = 0,
                  identity_headers: IdentityHeaders | None = None,
-                 assertion: IdentityAssertion | None = None) -> None:
+                 assertion: IdentityAssertion | None = None,
+                 on_upstream: UpstreamObserver | None = None) -> None:
         self._routes = routes
+        self._on_upstream = on_upstream
+        self._origins: dict[int, tuple[Route, str]] = {}  # id(route) -> (route, origin label)
         self._assertion = assertion  # the signed identity header, when identity_assertion is enabled
         self._identity_headers = identity_headers or IdentityHeaders()
         self._http = http
@@ -103,11 +111,13 @@ class Forwarder:
         if websocket:
             return await self._websocket(request, route, url, headers)
         body = self._body(request)
+        started = perf_counter()
         try:
             upstream = await self._http.request(
                 request.method, url, headers=headers, allow_redirects=False, timeout=route.timeout, data=body,
             )
         except (TimeoutError, aiohttp.ClientError) as exc:  # aiohttp's timeouts are TimeoutErrors
+            self._observe(route, "error", None)
             if isinstance(body, _LimitedBody) and body.exceeded:
                 raise PayloadTooLarge() from exc
             if isinstance(exc, TimeoutError):
@@ -115,12 +125,26 @@ class Forwarder:
                 raise UpstreamTimeout() from exc
             log.error("upstream unreachable: %s", type(exc).__name__, extra={"upstream": route.upstream.path})
             raise UpstreamError() from exc
+        except BaseException:  # cancelled (the client went away): the attempt ended without a response
+            self._observe(route, "error", None)
+            raise
+        self._observe(route, str(upstream.status), perf_counter() - started)
         try:
             return await self._relay(request, upstream, route)
         finally:
             # After a complete body this returns the connection to the pool; otherwise the
             # connection is closed (aiohttp never reuses one with unread payload).
             upstream.release()
+
+    def _observe(self, route: Route, status: str, seconds: float | None) -> None:
+        """Report one upstream attempt: status (or "error": no response) and time to response headers."""
+        if self._on_upstream is None:
+            return
+        known = self._origins.get(id(route))
+        if known is None or known[0] is not route:
+            base = route.base_url
+            known = self._origins[id(route)] = (route, f"{base.scheme}://{base.host}:{base.port}")
+        self._on_upstream(known[1], status, seconds)
 
     def _body(self, request: web.Request) -> aiohttp.StreamReader | _LimitedBody | None:
         if not request.body_exists:
@@ -135,14 +159,20 @@ class Forwarder:
 
     async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse,
                      route: Route) -> web.StreamResponse:
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
-                                      headers=downstream_headers(upstream.headers))
+        content = upstream.content
+        # A body already received whole (small answers arrive with their headers) goes out in one
+        # write with the headers; anything else is streamed, its headers sent at once.
+        whole = content.is_eof() and content.exception() is None
+        response = (_WholeResponse if whole else web.StreamResponse)(status=upstream.status, reason=upstream.reason)
+        downstream_headers(upstream.headers, into=response.headers)
         try:
             await response.prepare(request)
             if request.method == hdrs.METH_HEAD or upstream.status in _EMPTY_BODY_STATUSES:
                 await response.write_eof()
                 return response
-            content = upstream.content
+            if whole:
+                await response.write_eof(content.read_nowait())
+                return response
             while True:
                 try:
                     chunk = await content.read(CHUNK_SIZE)
@@ -169,22 +199,30 @@ class Forwarder:
                                       request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(","))))
         if not web.WebSocketResponse(protocols=offered).can_prepare(request).ok:
             raise web.HTTPBadRequest(text="Bad Request: invalid websocket handshake")
+        started = perf_counter()
         try:
             # ws_connect has no connect/read split: bound the whole handshake by both.
             async with asyncio.timeout(route.upstream.connect_timeout + route.upstream.read_timeout):
                 upstream = await self._http.ws_connect(url, headers=headers, protocols=offered,
                                                        autoclose=False, autoping=True)
         except aiohttp.WSServerHandshakeError as exc:
+            self._observe(route, str(exc.status), perf_counter() - started)  # the upstream did answer
             if 400 <= exc.status < 600:  # the upstream refused the upgrade: pass its verdict on
                 return web.Response(status=exc.status)
             log.error("upstream websocket handshake failed", extra={"upstream": route.upstream.path})
             raise UpstreamError() from exc
         except TimeoutError as exc:
+            self._observe(route, "error", None)
             log.error("upstream timed out", extra={"upstream": route.upstream.path})
             raise UpstreamTimeout() from exc
         except aiohttp.ClientError as exc:
+            self._observe(route, "error", None)
             log.error("upstream unreachable: %s", type(exc).__name__, extra={"upstream": route.upstream.path})
             raise UpstreamError() from exc
+        except BaseException:
+            self._observe(route, "error", None)
+            raise
+        self._observe(route, "101", perf_counter() - started)
         try:
             client = web.WebSocketResponse(protocols=(upstream.protocol,) if upstream.protocol else (),
                                            autoclose=False, autoping=True)
@@ -193,6 +231,12 @@ class Forwarder:
             return client
         finally:
             await upstream.close()
+
+
+class _WholeResponse(web.StreamResponse):
+    """Headers held back until the body is written, so that both leave in one write (one syscall)."""
+
+    _send_headers_immediately = False
 
 
 class _LimitedBody:

@@ -35,7 +35,7 @@ present).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -113,17 +113,35 @@ def _claim_value(value: Any) -> str | None:
 class IdentityHeaders:
     """identity → the headers an upstream (or a forward-auth 202) gets, per the `headers` settings."""
 
-    def __init__(self, settings: HeaderSettings | None = None) -> None:
+    def __init__(self, settings: HeaderSettings | None = None, *, cache_size: int = 1024) -> None:
         self._settings = settings or HeaderSettings()
         self._claims = tuple(self._settings.claims.items())
         self.names = frozenset(name.lower() for name, _ in self._claims)  # stripped from client requests
+        # The authenticators hand out the same (frozen) Identity object for a session or token they
+        # remember: its headers are built once. Keyed by id(), the entry holds the object itself, so an
+        # id is never reused while its entry lives; bounded, oldest first out.
+        self._cache_size = cache_size
+        self._built: dict[int, tuple[Identity, dict[str, str]]] = {}
 
-    def __call__(self, identity: Identity) -> dict[str, str]:
-        out = identity_headers(identity, access_token=self._settings.access_token)
+    def __call__(self, identity: Identity) -> Mapping[str, str]:
+        """The headers for `identity` (shared between requests: read, never modify)."""
+        hit = self._built.get(id(identity))
+        if hit is not None and hit[0] is identity:
+            return hit[1]
+        out, complete = self._build(identity)
+        if complete:  # a header left out is logged each time, as before: such identities are not cached
+            if len(self._built) >= self._cache_size:
+                del self._built[next(iter(self._built))]
+            self._built[id(identity)] = (identity, out)
+        return out
+
+    def _build(self, identity: Identity) -> tuple[dict[str, str], bool]:
+        out, complete = _identity_headers(identity, self._settings.access_token)
         for name, claim in self._claims:
             if claim in identity.claims:
                 value = _claim_value(identity.claims[claim])
                 if value is None:
+                    complete = False
                     log.warning("mapped header omitted: not a scalar/list, or too long", extra={"header": name})
                 else:
                     out[name] = value
@@ -131,17 +149,24 @@ class IdentityHeaders:
             token = _clean(identity.id_token)
             if token is not None:
                 out["X-Auth-Request-Id-Token"] = token
-        return out
+        return out, complete
 
 
 def identity_headers(identity: Identity, *, access_token: bool = True) -> dict[str, str]:
     """The X-Auth-Request-* and Authorization headers that describe `identity` to an upstream."""
+    return _identity_headers(identity, access_token)[0]
+
+
+def _identity_headers(identity: Identity, access_token: bool) -> tuple[dict[str, str], bool]:
+    """identity_headers(), and False when a header had to be left out (and was logged)."""
     out: dict[str, str] = {}
+    complete = True
     for name, raw in (("X-Auth-Request-User", identity.sub), ("X-Auth-Request-Email", identity.email),
                       ("X-Auth-Request-Preferred-Username", identity.username)):
         if raw:
             value = _clean(raw)
             if value is None:
+                complete = False
                 log.warning("identity header omitted: empty or too long", extra={"header": name})
             else:
                 out[name] = value
@@ -152,10 +177,11 @@ def identity_headers(identity: Identity, *, access_token: bool = True) -> dict[s
     if access_token and identity.access_token:
         bearer = _clean("Bearer " + identity.access_token)
         if bearer is None:
+            complete = False
             log.warning("identity header omitted: empty or too long", extra={"header": "Authorization"})
         else:
             out["Authorization"] = bearer
-    return out
+    return out, complete
 
 
 def strip_cookies(value: str, names: frozenset[str]) -> str | None:
@@ -259,14 +285,18 @@ def upstream_headers(
     return out
 
 
-def downstream_headers(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
-    """The upstream's response headers minus hop-by-hop ones; repeated headers (Set-Cookie) kept."""
+def downstream_headers(headers: CIMultiDictProxy[str] | CIMultiDict[str], *,
+                       into: CIMultiDict[str] | None = None) -> CIMultiDict[str]:
+    """The upstream's response headers minus hop-by-hop ones; repeated headers (Set-Cookie) kept.
+
+    Added to `into` when given (a response's own headers: no copy), else to a new multidict."""
     connection = _connection_tokens(headers)
     chunked = hdrs.TRANSFER_ENCODING in headers
-    out: CIMultiDict[str] = CIMultiDict()
+    out: CIMultiDict[str] = CIMultiDict() if into is None else into
+    add = out.add
     for name, value in headers.items():
         lower = name.lower()
         if lower in HOP_BY_HOP or lower in connection or (chunked and lower == "content-length"):
             continue
-        out.add(name, value)
+        add(name, value)
     return out

@@ -19,6 +19,9 @@ from aiohttp import web
 __all__ = ["SignedCookie", "derive_key"]
 
 
+_VERIFIED_CACHE_SIZE = 10_000
+
+
 def derive_key(secret: bytes, purpose: str) -> bytes:
     """A separate key per purpose, derived from the configured cookie_secret."""
     return hmac.new(secret, f"oidc-gateway/{purpose}/v1".encode(), hashlib.sha256).digest()
@@ -34,6 +37,10 @@ class SignedCookie:
         self._path = path
         self._domain = domain
         self._samesite = samesite
+        # Values whose MAC verified, value -> id: a repeated cookie costs a dict lookup, not an HMAC.
+        # Verification is a pure function of the value and the key, so remembering it changes no
+        # answer; whether the id still names a live session is the store's question, asked every time.
+        self._verified: dict[str, str] = {}
 
     def _mac(self, ident: str) -> str:
         mac = hmac.new(self._key, f"{self.name}|{ident}".encode(), hashlib.sha256).digest()
@@ -49,9 +56,15 @@ class SignedCookie:
     def decode(self, value: str | None) -> str | None:
         if not value or len(value) > 256:
             return None
+        known = self._verified.get(value)
+        if known is not None:
+            return known
         ident, sep, mac = value.rpartition(".")
         if not sep or not ident or not hmac.compare_digest(mac, self._mac(ident)):
-            return None
+            return None  # failures are not remembered: the cache holds only values this gateway minted
+        if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+            del self._verified[next(iter(self._verified))]  # oldest first
+        self._verified[value] = ident
         return ident
 
     def read(self, request: web.Request) -> str | None:

@@ -14,16 +14,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
+from time import perf_counter
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from gateway.auth.middleware import wants_html
+from gateway.auth.middleware import PROXY_ROUTE, AuthGate, wants_html
 from gateway.errors import GatewayError, InvalidToken, Unauthenticated
+from gateway.proxy.headers import REQUEST_ID
+from gateway.web.logs import bind_request
+from gateway.web.observability import Metrics
 from gateway.web.pages import SECURITY_HEADERS, Pages
-from gateway.web.request_id import HEADER, request_id_of
+from gateway.web.request_id import HEADER, RequestIds, request_id_of, sane_request_id
 
-__all__ = ["error_middleware", "render_error"]
+__all__ = ["error_middleware", "gateway_middleware", "render_error", "render_failure"]
 
 log = logging.getLogger(__name__)
 
@@ -42,21 +47,65 @@ def render_error(request: web.Request, exc: GatewayError, pages: Pages) -> web.R
     return response
 
 
+def render_failure(request: web.Request, exc: BaseException, pages: Pages) -> web.Response:
+    """The answer for an exception a handler raised (not an HTTPException): logged once when it is ours
+    (5xx) or foreign, then rendered; a foreign one as a generic 500."""
+    if isinstance(exc, GatewayError):
+        if exc.status >= 500:
+            log.error("%s %s failed: %s", request.method, request.path, exc.code,
+                      extra={"request_id": request_id_of(request)})
+        return render_error(request, exc, pages)
+    log.error("unhandled %s in %s %s", type(exc).__name__, request.method, request.path, exc_info=exc,
+              extra={"request_id": request_id_of(request)})
+    return render_error(request, GatewayError(), pages)
+
+
 def error_middleware(pages: Pages) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
         except GatewayError as exc:
-            if exc.status >= 500:
-                log.error("%s %s failed: %s", request.method, request.path, exc.code,
-                          extra={"request_id": request_id_of(request)})
-            return render_error(request, exc, pages)
+            return render_failure(request, exc, pages)
         except (web.HTTPException, asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception as exc:  # noqa: BLE001 - the last line of defence: never a stack trace to the client
-            log.error("unhandled %s in %s %s", type(exc).__name__, request.method, request.path, exc_info=exc,
-                      extra={"request_id": request_id_of(request)})
-            return render_error(request, GatewayError(), pages)
+            return render_failure(request, exc, pages)
+
+    return middleware
+
+
+def gateway_middleware(pages: Pages, metrics: Metrics, gate_of: Callable[[web.Request], AuthGate]) -> Middleware:
+    """request_id_middleware, error_middleware, the metrics middleware and the proxy route's AuthGate
+    (`gate_of(request)`: the one in force, reloads replace it) folded into one layer, in that order
+    from the outside in: the same behaviour, without three coroutine frames and partials per request."""
+    in_flight, done = metrics.request_started, metrics.request_done
+    new_id = RequestIds()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request[REQUEST_ID] = sane_request_id(request.headers.getall(HEADER, ())) or new_id()
+        bind_request(request)  # log records from here on carry this request's id
+        started = perf_counter()
+        route = request.match_info.route.name or "other"
+        status = 500
+        in_flight()
+        try:
+            try:
+                answer = await gate_of(request).authorize(request) if route == PROXY_ROUTE else None
+                response = await handler(request) if answer is None else answer
+                status = response.status
+                return response
+            except (web.HTTPException, GatewayError) as exc:
+                status = exc.status
+                raise
+            finally:
+                done(route, status, started)
+        except GatewayError as exc:
+            return render_failure(request, exc, pages)
+        except (web.HTTPException, asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: never a stack trace to the client
+            return render_failure(request, exc, pages)
 
     return middleware

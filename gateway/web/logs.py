@@ -16,12 +16,13 @@ message, an exception's text).
 from __future__ import annotations
 
 import contextvars
-import datetime
 import json
 import logging
+import os
 import re
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import IO, Any, Literal
 
 from aiohttp import web
@@ -29,7 +30,7 @@ from aiohttp import web
 from gateway.proxy.headers import REQUEST_ID
 
 __all__ = ["LOG_FORMATS", "ContextFilter", "JSONFormatter", "LogfmtFormatter", "TextFormatter", "bind_request",
-           "configure_logging", "formatter_for", "redact"]
+           "configure_logging", "emit_info", "formatter_for", "redact"]
 
 LogFormat = Literal["json", "logfmt", "text"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("json", "logfmt", "text")
@@ -67,13 +68,17 @@ def bind_request(request: web.BaseRequest) -> None:
     _REQUEST.set(request)
 
 
+def _request_id() -> str | None:
+    request = _REQUEST.get()
+    return request.get(REQUEST_ID) if request is not None else None
+
+
 class ContextFilter(logging.Filter):
     """Adds `request_id` to records logged while a request is handled (unless the caller set one)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        request = _REQUEST.get()
-        if request is not None and getattr(record, "request_id", None) is None:
-            request_id = request.get(REQUEST_ID)
+        if getattr(record, "request_id", None) is None:
+            request_id = _request_id()
             if request_id:
                 record.request_id = request_id
         return True
@@ -83,9 +88,33 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
 
 
+_clock_cache: dict[tuple[str, int], str] = {}  # (format, whole second) -> formatted, the current second only
+
+
+def _second(fmt: str, seconds: int, convert: Callable[[float], time.struct_time]) -> str:
+    """time.strftime(fmt, convert(seconds)), remembered for the current second (one line per request)."""
+    text = _clock_cache.get((fmt, seconds))
+    if text is None:
+        if len(_clock_cache) > 8:
+            _clock_cache.clear()
+        text = _clock_cache[(fmt, seconds)] = time.strftime(fmt, convert(seconds))
+    return text
+
+
+def _timestamp_at(created: float) -> str:
+    """ISO 8601 UTC with milliseconds: 2026-11-23T16:02:24.164Z."""
+    seconds = int(created)
+    return f"{_second('%Y-%m-%dT%H:%M:%S', seconds, time.gmtime)}.{int((created - seconds) * 1000):03d}Z"
+
+
+def _asctime_at(created: float) -> str:
+    """logging.Formatter's default asctime (local time, `,msec`): 2026-11-23 16:02:24,164."""
+    seconds = int(created)
+    return f"{_second('%Y-%m-%d %H:%M:%S', seconds, time.localtime)},{int((created - seconds) * 1000):03d}"
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    moment = datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _timestamp_at(record.created)
 
 
 def _exception(formatter: logging.Formatter, record: logging.LogRecord) -> str | None:
@@ -94,45 +123,70 @@ def _exception(formatter: logging.Formatter, record: logging.LogRecord) -> str |
     return record.exc_text or None
 
 
+def _json_line(created: float, level: str, name: str, message: str, fields: Mapping[str, Any],
+               exception: str | None = None) -> str:
+    entry: dict[str, Any] = {"time": _timestamp_at(created), "level": level, "logger": name, "message": message}
+    entry.update(fields)
+    if exception is not None:
+        entry["exception"] = exception
+    return redact(json.dumps(entry, default=str, ensure_ascii=False))
+
+
+def _logfmt_line(created: float, level: str, name: str, message: str, fields: Mapping[str, Any],
+                 exception: str | None = None) -> str:
+    pairs: dict[str, Any] = {"time": _timestamp_at(created), "level": level, "logger": name, "msg": message,
+                             **fields}
+    if exception is not None:
+        pairs["exception"] = exception
+    return redact(_pairs(pairs))
+
+
 class JSONFormatter(logging.Formatter):
     """{"time", "level", "logger", "message", ...extra fields, "exception"?} on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {"time": _timestamp(record), "level": record.levelname.lower(),
-                                 "logger": record.name, "message": record.getMessage()}
-        entry.update(_fields(record))
-        if (exc := _exception(self, record)) is not None:
-            entry["exception"] = exc
-        return redact(json.dumps(entry, default=str, ensure_ascii=False))
+        return _json_line(record.created, record.levelname.lower(), record.name, record.getMessage(),
+                          _fields(record), _exception(self, record))
 
 
-_PLAIN = re.compile(r'[^ ="\\\n\t]+')
+_NEEDS_QUOTES = re.compile(r'[ ="\\\n\t]')
 
 
 def _logfmt_value(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return value if value and _NEEDS_QUOTES.search(value) is None else json.dumps(value, ensure_ascii=False)
+    if kind is int or kind is float:
+        return repr(value)  # the access log's numbers: no JSON encoder per field (hot path)
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
     if isinstance(value, int | float):
-        return repr(value)  # the access log's numbers: no JSON encoder per field (hot path)
+        return repr(value)
     text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
-    if _PLAIN.fullmatch(text):
+    if text and _NEEDS_QUOTES.search(text) is None:
         return text
     return json.dumps(text, ensure_ascii=False)
 
 
 def _pairs(fields: Mapping[str, Any]) -> str:
-    return " ".join(f"{key}={_logfmt_value(value)}" for key, value in fields.items())
+    parts = []
+    for key, value in fields.items():  # the common plain cases inline: one line per request (access log)
+        kind = type(value)
+        if kind is str and value and _NEEDS_QUOTES.search(value) is None:
+            parts.append(f"{key}={value}")
+        elif kind is int or kind is float:
+            parts.append(f"{key}={value!r}")
+        else:
+            parts.append(f"{key}={_logfmt_value(value)}")
+    return " ".join(parts)
 
 
 class LogfmtFormatter(logging.Formatter):
     """time=... level=... logger=... msg="..." key=value ... on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields: dict[str, Any] = {"time": _timestamp(record), "level": record.levelname.lower(),
-                                  "logger": record.name, "msg": record.getMessage(), **_fields(record)}
-        if (exc := _exception(self, record)) is not None:
-            fields["exception"] = exc
-        return redact(_pairs(fields))
+        return _logfmt_line(record.created, record.levelname.lower(), record.name, record.getMessage(),
+                            _fields(record), _exception(self, record))
 
 
 class TextFormatter(logging.Formatter):
@@ -148,6 +202,73 @@ class TextFormatter(logging.Formatter):
             head, sep, tail = line.partition("\n")  # the fields stay on the message's line
             line = f"{head} {_pairs(fields)}{sep}{tail}"
         return redact(line)
+
+
+def _text_line(created: float, level: str, name: str, message: str, fields: Mapping[str, Any]) -> str:
+    """TextFormatter's line for a record without exception or stack (TEXT_FORMAT, then the fields)."""
+    line = f"{_asctime_at(created)} {level.upper()} {_PID.pid} {name}: {message}"
+    if fields:
+        head, sep, tail = line.partition("\n")
+        line = f"{head} {_pairs(fields)}{sep}{tail}"
+    return redact(line)
+
+
+class _Pid:
+    """os.getpid(), asked once per process (workers are spawned: each has its own module state)."""
+
+    def __init__(self) -> None:
+        self._pid: int | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._pid is None:
+            self._pid = os.getpid()
+        return self._pid
+
+
+_PID = _Pid()
+_DIRECT = {JSONFormatter: _json_line, LogfmtFormatter: _logfmt_line, TextFormatter: _text_line}
+
+
+def emit_info(logger: logging.Logger, message: str, fields: dict[str, Any]) -> bool:
+    """Write an INFO line for `logger` straight to the one handler configure_logging() installed: the
+    same line its formatter would make of the record (with ContextFilter's request id), without the
+    record, the logger tree walk and the generic formatter. The access log's hot path.
+
+    False, having written nothing, whenever logging is set up any other way (another or a further
+    handler anywhere on the way, a logger filter, a level or `logging.disable` that drops INFO, a
+    formatter or filter of another class): the caller then logs the ordinary way.
+    """
+    root = logging.root
+    handlers = root.handlers
+    if len(handlers) != 1 or root.filters or logger.filters or root.manager.disable >= logging.INFO:
+        return False
+    node: Any = logger
+    while node is not root:
+        if node.handlers or not node.propagate:
+            return False
+        node = node.parent
+    handler = handlers[0]
+    make = _DIRECT.get(type(handler.formatter))  # type: ignore[call-overload]
+    if (make is None or type(handler) is not logging.StreamHandler or handler.level > logging.INFO
+            or not logger.isEnabledFor(logging.INFO)
+            or any(type(f) is not ContextFilter for f in handler.filters)):
+        return False
+    if handler.filters and fields.get("request_id") is None:
+        request_id = _request_id()
+        if request_id:
+            fields["request_id"] = request_id
+    line = make(time.time(), "info", logger.name, message, fields)
+    handler.acquire()
+    try:
+        stream = handler.stream
+        stream.write(line + handler.terminator)
+        stream.flush()
+    except Exception:  # noqa: BLE001 - as StreamHandler.emit: a logging failure never fails a request
+        return True
+    finally:
+        handler.release()
+    return True
 
 
 def formatter_for(fmt: str) -> logging.Formatter:

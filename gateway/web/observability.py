@@ -34,7 +34,7 @@ from gateway.errors import GatewayError, InvalidToken
 from gateway.oidc.jwks import KeySet
 from gateway.proxy.headers import REQUEST_ID
 from gateway.session.store import SessionStore
-from gateway.web.logs import TEXT_FORMAT, bind_request, configure_logging
+from gateway.web.logs import TEXT_FORMAT, bind_request, configure_logging, emit_info
 
 __all__ = ["LOG_FORMAT", "AccessLogger", "Metrics", "configure_logging"]
 
@@ -100,6 +100,9 @@ class Metrics:
                                  ["route"], registry=registry)
         self.in_flight = Gauge("oidc_gateway_http_requests_in_flight", "Requests being handled now",
                                registry=registry)
+        # Read at scrape time from a plain counter: no lock taken twice per request.
+        self._in_flight = 0
+        self.in_flight.set_function(lambda: self._in_flight)
         self.upstream_latency = Histogram("oidc_gateway_upstream_request_duration_seconds",
                                           "Time until an upstream's response headers, by upstream origin",
                                           ["upstream"], registry=registry)
@@ -185,10 +188,14 @@ class Metrics:
         return trace
 
     def _upstream_done(self, ctx: types.SimpleNamespace, url: Any, status: str) -> None:
-        origin = f"{url.scheme}://{url.host}:{url.port}"
+        self.record_upstream(f"{url.scheme}://{url.host}:{url.port}", status,
+                             None if status == "error" else time.perf_counter() - ctx.started)
+
+    def record_upstream(self, origin: str, status: str, seconds: float | None) -> None:
+        """One upstream request (the Forwarder's on_upstream): status or "error", time to its headers."""
         self._child(self.upstream_requests, origin, status).inc()
-        if status != "error":
-            self._child(self.upstream_latency, origin).observe(time.perf_counter() - ctx.started)
+        if seconds is not None:
+            self._child(self.upstream_latency, origin).observe(seconds)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """metric.labels(*labels), memoised: per-request label lookups are measurable on the hot path."""
@@ -198,6 +205,15 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
+    def request_started(self) -> None:
+        self._in_flight += 1
+
+    def request_done(self, route: str, status: int, started: float) -> None:
+        """A request left the handler (`started`: its perf_counter() at the start) with `status`."""
+        self._in_flight -= 1
+        self._child(self.requests, route, str(status)).inc()
+        self._child(self.latency, route).observe(time.perf_counter() - started)
+
     def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
         @web.middleware
         async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -205,7 +221,7 @@ class Metrics:
             started = time.perf_counter()
             route = request.match_info.route.name or "other"
             status = 500
-            self.in_flight.inc()
+            self.request_started()
             try:
                 response = await handler(request)
                 status = response.status
@@ -214,9 +230,7 @@ class Metrics:
                 status = exc.status
                 raise
             finally:
-                self.in_flight.dec()
-                self._child(self.requests, route, str(status)).inc()
-                self._child(self.latency, route).observe(time.perf_counter() - started)
+                self.request_done(route, status, started)
 
         return metrics_middleware
 
@@ -253,6 +267,7 @@ class _CountedBearer:
     def __init__(self, inner: Authenticator, counter: Counter) -> None:
         self._inner = inner
         self._counter = counter
+        self._valid: Any = None  # the hot path's child, looked up on first use (no series before that)
 
     async def authenticate(self, request: web.Request) -> Any:
         try:
@@ -264,8 +279,13 @@ class _CountedBearer:
             self._counter.labels(outcome="error", reason=exc.code).inc()
             raise
         if identity is not None:
-            self._counter.labels(outcome="valid", reason="none").inc()
+            if self._valid is None:
+                self._valid = self._counter.labels(outcome="valid", reason="none")
+            self._valid.inc()
         return identity
+
+
+_ACCESS_LINE = '%s "%s %s" %d %d %.1fms'
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -273,16 +293,21 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, duration: float) -> None:
         identity = request.get(IDENTITY)
+        remote, method, path, status, size = (request.remote, request.method, request.path, response.status,
+                                              response.body_length)
         fields = {
-            "remote": request.remote, "method": request.method, "path": request.path,
-            "status": response.status, "bytes": response.body_length, "duration_ms": round(duration * 1000, 1),
+            "remote": remote, "method": method, "path": path,
+            "status": status, "bytes": size, "duration_ms": round(duration * 1000, 1),
             "route": match_info.route.name if (match_info := getattr(request, "match_info", None)) is not None
             else None,
             "request_id": request.get(REQUEST_ID), "sub": identity.sub if identity is not None else None,
         }
-        self.logger.info('%s "%s %s" %d %d %.1fms', request.remote, request.method, request.path,
-                         response.status, response.body_length, duration * 1000,
-                         extra={k: v for k, v in fields.items() if v is not None})
+        extra = {k: v for k, v in fields.items() if v is not None}
+        # The usual set-up (configure_logging's one handler): the line is written directly, formatted and
+        # redacted exactly as that handler would; any other set-up gets an ordinary log record.
+        if emit_info(self.logger, _ACCESS_LINE % (remote, method, path, status, size, duration * 1000), extra):
+            return
+        self.logger.info(_ACCESS_LINE, remote, method, path, status, size, duration * 1000, extra=extra)
 
     @property
     def enabled(self) -> bool:

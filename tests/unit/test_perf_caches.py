@@ -1,0 +1,149 @@
+"""The hot-path shortcuts of issue 6 give the same answers as the long way: the direct access line, the
+verified-cookie memo, the per-Identity header memo and the batched request ids."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+
+import pytest
+from aiohttp.test_utils import make_mocked_request
+
+from gateway.auth.identity import Identity
+from gateway.config import HeaderSettings
+from gateway.proxy.headers import REQUEST_ID, IdentityHeaders
+from gateway.session.cookie import SignedCookie, derive_key
+from gateway.web import logs
+from gateway.web.logs import ContextFilter, bind_request, configure_logging, emit_info
+from gateway.web.request_id import RequestIds, sane_request_id
+
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+ACCESS = logging.getLogger("gateway.access")
+FIELDS = {"remote": "127.0.0.1", "method": "GET", "path": "/a b", "status": 200, "bytes": 20, "duration_ms": 1.5,
+          "route": "proxy", "request_id": "r-1", "sub": "alice"}
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    saved = root.level, list(root.handlers)
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.setLevel(saved[0])
+    for handler in saved[1]:
+        root.addHandler(handler)
+
+
+def both_ways(fmt: str, message: str, fields: dict[str, object]) -> tuple[str, str]:
+    """The line emit_info writes, and the line the same record makes through logging, in `fmt`."""
+    direct, ordinary = io.StringIO(), io.StringIO()
+    configure_logging("info", fmt, stream=direct)
+    assert emit_info(ACCESS, message, dict(fields))
+    configure_logging("info", fmt, stream=ordinary)
+    ACCESS.info("%s", message, extra=dict(fields))
+    return direct.getvalue(), ordinary.getvalue()
+
+
+def without_time(fmt: str, line: str) -> str:
+    if fmt == "json":
+        entry = json.loads(line)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry.pop("time"))
+        return json.dumps(entry)
+    if fmt == "logfmt":
+        return re.sub(r"^time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ", "time=T ", line)
+    return re.sub(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ", "T ", line)
+
+
+@pytest.mark.parametrize("fmt", ["text", "logfmt", "json"])
+def test_direct_access_line_is_the_formatters_line(root_logging: None, fmt: str) -> None:
+    direct, ordinary = both_ways(fmt, '127.0.0.1 "GET /a b" 200 20 1.5ms', FIELDS)
+    assert direct.endswith("\n") and direct.count("\n") == 1
+    assert without_time(fmt, direct.rstrip("\n")) == without_time(fmt, ordinary.rstrip("\n"))
+
+
+@pytest.mark.parametrize("fmt", ["text", "logfmt", "json"])
+def test_direct_access_line_is_redacted(root_logging: None, fmt: str) -> None:
+    path = f"/cb/code=SplxlOBeZQQYbYS6WxSbIA/{JWT}"
+    direct, ordinary = both_ways(fmt, f'127.0.0.1 "GET {path}" 200 0 1.0ms', {**FIELDS, "path": path})
+    for line in (direct, ordinary):
+        assert "SplxlOBeZQQYbYS6WxSbIA" not in line and JWT not in line and "[redacted]" in line
+
+
+def test_direct_access_line_carries_the_bound_request_id(root_logging: None) -> None:
+    request = make_mocked_request("GET", "/x")
+    request[REQUEST_ID] = "req-77"
+    token = logs._REQUEST.set(None)
+    try:
+        bind_request(request)
+        direct, _ = both_ways("logfmt", "m", {"path": "/x"})
+    finally:
+        logs._REQUEST.reset(token)
+    assert direct.rstrip("\n").endswith("path=/x request_id=req-77")
+
+
+def test_direct_path_steps_aside_for_any_other_logging_setup(root_logging: None) -> None:
+    stream = io.StringIO()
+    configure_logging("info", "text", stream=stream)
+    root = logging.getLogger()
+    extra = logging.StreamHandler(io.StringIO())
+    root.addHandler(extra)  # e.g. pytest's caplog, or a second destination
+    assert not emit_info(ACCESS, "m", {})
+    root.removeHandler(extra)
+    ACCESS.addHandler(extra)
+    assert not emit_info(ACCESS, "m", {})
+    ACCESS.removeHandler(extra)
+    root.handlers[0].addFilter(logging.Filter("other"))  # a filter that is not ContextFilter
+    assert not emit_info(ACCESS, "m", {})
+    configure_logging("warning", "text", stream=stream)
+    assert not emit_info(ACCESS, "m", {})
+    configure_logging("info", "text", stream=stream)
+    root.handlers[0].setFormatter(logging.Formatter("%(message)s"))
+    assert not emit_info(ACCESS, "m", {})
+    assert stream.getvalue() == ""
+    configure_logging("info", "text", stream=stream)
+    assert isinstance(root.handlers[0].filters[0], ContextFilter)
+    assert emit_info(ACCESS, "m", {}) and stream.getvalue().endswith("gateway.access: m\n")
+
+
+def test_remembered_cookie_values_verify_as_before() -> None:
+    cookie = SignedCookie("_gw", derive_key(b"x" * 32, "session-cookie"), secure=True, max_age=60)
+    value = cookie.encode("the-id")
+    assert cookie.decode(value) == "the-id" and cookie.decode(value) == "the-id"  # second: remembered
+    ident, _, mac = value.rpartition(".")
+    forged = f"{ident}.{mac[:-1]}{'A' if mac[-1] != 'A' else 'B'}"
+    assert cookie.decode(forged) is None and cookie.decode(forged) is None  # failures are not remembered
+    other = SignedCookie("_gw_login", derive_key(b"x" * 32, "session-cookie"), secure=True, max_age=60)
+    assert other.decode(value) is None  # a value remembered by one cookie is nothing to another
+
+
+def test_identity_headers_are_built_once_per_identity_object() -> None:
+    mapping = IdentityHeaders(HeaderSettings.model_validate({"claims": {"X-Tenant": "tenant"}}), cache_size=2)
+    alice = Identity.from_claims({"sub": "alice", "tenant": "t1"}, access_token="at-1")
+    first = mapping(alice)
+    assert first == {"X-Auth-Request-User": "alice", "Authorization": "Bearer at-1", "X-Tenant": "t1"}
+    assert mapping(alice) is first
+    twin = Identity.from_claims({"sub": "alice", "tenant": "t2"}, access_token="at-1")
+    assert mapping(twin)["X-Tenant"] == "t2"  # an equal-looking identity is another object: built afresh
+    for n in range(3):  # bounded: the oldest entries go
+        mapping(Identity(sub=f"u{n}"))
+    assert mapping(alice) is not first and mapping(alice) == first
+
+
+def test_identity_with_an_omitted_header_is_logged_every_time(caplog: pytest.LogCaptureFixture) -> None:
+    mapping = IdentityHeaders(HeaderSettings.model_validate({"claims": {"X-Tenant": "tenant"}}))
+    odd = Identity.from_claims({"sub": "bob", "tenant": {"nested": 1}})
+    with caplog.at_level(logging.WARNING):
+        mapping(odd)
+        mapping(odd)
+    assert sum("mapped header omitted" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_batched_request_ids_are_fresh_sane_128_bit_hex() -> None:
+    ids = RequestIds(batch=4)
+    drawn = [ids() for _ in range(10)]  # crosses two refills
+    assert len(set(drawn)) == 10
+    assert all(re.fullmatch(r"[0-9a-f]{32}", rid) and sane_request_id([rid]) == rid for rid in drawn)
