@@ -257,7 +257,7 @@ async def test_hung_op_logins_refused_within_the_timeout_sessions_unaffected(
         async def start_refused() -> bool:
             return (await status_of(http, f"{gw.url}/oauth2/start", API))[0] == 503
 
-        await poll(start_refused, "/oauth2/start answers 503 while the OP hangs")
+        noticed = await poll(start_refused, "/oauth2/start answers 503 while the OP hangs")
         answers = await asyncio.gather(
             *(timed(http.get(f"{gw.url}/oauth2/start", headers=HTML, allow_redirects=False)) for _ in range(10)),
             *(timed(browser.get(f"{gw.url}/s", headers=API)) for _ in range(10)),
@@ -267,6 +267,8 @@ async def test_hung_op_logins_refused_within_the_timeout_sessions_unaffected(
         assert max(took for _, took in starts) < 1 + 0.5  # one probe, bounded by http_timeout
         assert {status for status, _ in others} == {200}
         assert max(took for _, took in others) < 0.5  # nothing else waits for the OP
+        print(f"\nhung OP noticed after {noticed:.2f}s; then login starts 503 in <= {max(t for _, t in starts):.2f}s, "
+              f"sessions/Bearer 200 in <= {max(t for _, t in others):.3f}s")
         own_op.pause(False)
 
         async def start_redirects() -> bool:
@@ -292,6 +294,7 @@ async def test_login_flood_probes_the_op_at_most_once_per_interval(
     elapsed = time.monotonic() - began
     probes = own_op.hits(discovery) - before
     assert 1 <= probes <= 1 + elapsed / PROBE_INTERVAL < sent / 10, (probes, elapsed, sent)
+    print(f"\n{sent} login starts in {elapsed:.2f}s: {probes} discovery probe(s) at the OP")
 
 
 async def test_refresh_due_while_op_down_keeps_the_token_until_it_expires(
