@@ -460,3 +460,22 @@ async def test_op_restarted_with_new_keys_under_the_same_kid_recovers_after_one_
     assert await jwks_fetches(gw) == fetched + 1
     refused = await gw.client.get("/api/2", headers=bearer(old_token))  # its key is gone from the OP
     assert refused.status == 401 and await jwks_fetches(gw) == fetched + 1  # and it cannot cause a fetch now
+
+
+async def test_gateway_restarted_during_op_outage_serves_existing_sessions(
+        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP,
+        browsers: Callable[[], aiohttp.ClientSession]) -> None:
+    # A replica (re)started while the OP is down: nothing cached in memory, the sessions are in Redis.
+    own_op.start()
+    first = await gateway_for()
+    browser = await logged_in(first, browsers())
+    token = await jwt_access_token(own_op)
+    cookie = next(c.value for c in browser.cookie_jar if c.key == "_oidc_gateway")
+    own_op.kill()
+    second = await gateway_for()  # same Redis prefix and cookie secret
+    assert (await second.client.get("/readyz")).status == 503
+    resp = await second.client.get("/x", headers={**API, "Cookie": f"_oidc_gateway={cookie}"})
+    assert resp.status == 200
+    # No keys were ever fetched: a Bearer JWT cannot be checked. That is our outage, not a bad token.
+    resp = await second.client.get("/api", headers=bearer(token))
+    assert resp.status == 503 and (await resp.json())["error"] == "provider_unavailable"
