@@ -479,3 +479,18 @@ async def test_gateway_restarted_during_op_outage_serves_existing_sessions(
     # No keys were ever fetched: a Bearer JWT cannot be checked. That is our outage, not a bad token.
     resp = await second.client.get("/api", headers=bearer(token))
     assert resp.status == 503 and (await resp.json())["error"] == "provider_unavailable"
+
+
+async def test_op_behind_a_proxy_answering_5xx_counts_as_down(fake_op_gateway: Any, fake_op: Any) -> None:
+    # A load balancer in front of a dead OP connects fine and answers 502/503: that is down as well.
+    gw = await fake_op_gateway(oidc={"scopes": ["openid", "email"]})
+    fake_op.discovery_status = 503
+
+    async def start_status(expected: int) -> bool:
+        return (await gw.client.get("/oauth2/start", headers=API, allow_redirects=False)).status == expected
+
+    await poll(lambda: start_status(503), "login starts refused while the OP's proxy answers 503")
+    page = await gw.client.get("/app", headers=HTML, allow_redirects=False)
+    assert page.status == 503 and "provider_unavailable" in await page.text()
+    fake_op.discovery_status = 200
+    await poll(lambda: start_status(302), "login starts resume")
