@@ -1,6 +1,7 @@
 """The benchmark: one command, every contestant measured in the same run, ratios to the bare proxy.
 
-    benchmarks/run [--duration 10] [--connections 32] [--threads 1] [--json results.json] [--quick] [--profile F]
+    benchmarks/run [--duration 10] [--connections 32] [--threads 1] [--repeat 1] [--json results.json]
+                   [--quick] [--profile F]
 
 Starts an upstream (nginx from Debian when present, else an aiohttp one), the test OP (node
 oidc-provider), the bare aiohttp proxy baseline and the gateway (Redis sessions), logs in for real to
@@ -292,6 +293,13 @@ async def cold_logins(gateway: str, op: TestOP, n: int) -> tuple[float, float]:
     return statistics.median(via_gateway) * 1000, statistics.median(direct) * 1000
 
 
+def median(samples: list[Result]) -> Result:
+    """One Result from repeated runs of a contestant: the median of each figure, the errors summed."""
+    return Result(samples[0].name, statistics.median(r.rps for r in samples),
+                  statistics.median(r.p99_ms for r in samples), statistics.median(r.cpu_us for r in samples),
+                  sum(r.errors for r in samples))
+
+
 def profiler(server: Server, out: Path) -> subprocess.Popen[bytes]:
     """py-spy sampling `server` (at 200 Hz, raw stacks) until SIGINT; the profile costs it some CPU."""
     spy = shutil.which("py-spy", path=str(Path(PY).parent)) or "py-spy"
@@ -321,6 +329,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads [1]")
     parser.add_argument("--logins", type=int, default=20, help="cold logins to time [20]")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds over the 1-worker contestants; the table shows the median of each [1]")
     parser.add_argument("--quick", action="store_true",
                         help="only the small-body contestants, 1 worker, no cold logins (while iterating)")
     parser.add_argument("--profile", type=Path,
@@ -353,21 +363,28 @@ def main() -> int:
 
         results: list[Result] = []
         bodies = (("small", "/"),) if args.quick else (("small", "/"), ("64 KiB", "/64k"))
+        plan: list[tuple[str, Server, str, dict[str, str] | None, int, str | None]] = []
         for body, path in bodies:
-            results.append(measure(f"upstream direct ({body})", upstream, upstream_url + path, args))
-            base = measure(f"bare aiohttp proxy, 1 process ({body})", bare, bare_url + path, args)
-            results.append(base)
-            for kind, headers in (("session", {"Cookie": cookie}), ("bearer", {"Authorization": f"Bearer {bearer}"})):
-                spy = profiler(gateway, args.profile.with_suffix(f".{kind}.txt")) if args.profile and path == "/" \
-                    else None
-                label = "Redis session" if kind == "session" else "Bearer JWT"
-                results.append(measure(f"gateway, {label}, 1 worker ({body})", gateway, gateway_url + path,
-                                       args, headers))
+            plan.append((f"upstream direct ({body})", upstream, upstream_url + path, None, 200, None))
+            plan.append((f"bare aiohttp proxy, 1 process ({body})", bare, bare_url + path, None, 200, None))
+            plan.append((f"gateway, Redis session, 1 worker ({body})", gateway, gateway_url + path,
+                         {"Cookie": cookie}, 200, "session" if path == "/" else None))
+            plan.append((f"gateway, Bearer JWT, 1 worker ({body})", gateway, gateway_url + path,
+                         {"Authorization": f"Bearer {bearer}"}, 200, "bearer" if path == "/" else None))
+        plan.append(("gateway /oauth2/auth (forward-auth, session)", gateway, gateway_url + "/oauth2/auth",
+                     {"Cookie": cookie}, 202, None))
+        # Rounds over the whole plan (not one contestant several times in a row), the median of each:
+        # a burst of load from something else on the machine then spoils one sample, not a contestant.
+        rounds: dict[str, list[Result]] = {}
+        for round_ in range(args.repeat):
+            for name, server, url, headers, expect, kind in plan:
+                spy = profiler(server, args.profile.with_suffix(f".{kind}.txt")) \
+                    if args.profile and kind and round_ == 0 else None
+                rounds.setdefault(name, []).append(measure(name, server, url, args, headers, expect=expect))
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)
                     spy.wait(timeout=60)
-        results.append(measure("gateway /oauth2/auth (forward-auth, session)", gateway,
-                               gateway_url + "/oauth2/auth", args, {"Cookie": cookie}, expect=202))
+        results.extend(median(samples) for samples in rounds.values())
         rss = {"gateway (1 worker)": rss_mib(gateway.proc.pid), "bare proxy": rss_mib(bare.proc.pid)}
         login_gateway, login_direct = (asyncio.run(cold_logins(gateway_url, op, args.logins)) if not args.quick
                                        else (float("nan"), float("nan")))

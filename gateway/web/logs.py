@@ -15,6 +15,7 @@ message, an exception's text).
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
@@ -22,6 +23,7 @@ import os
 import re
 import sys
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from typing import IO, Any, Literal
 
@@ -29,7 +31,8 @@ from aiohttp import web
 
 from gateway.proxy.headers import REQUEST_ID
 
-__all__ = ["LOG_FORMATS", "ContextFilter", "JSONFormatter", "LogfmtFormatter", "TextFormatter", "bind_request",
+__all__ = ["LOG_FORMATS", "ContextFilter", "JSONFormatter", "LineHandler", "LogfmtFormatter", "TextFormatter",
+           "bind_request",
            "configure_logging", "emit_info", "formatter_for", "redact"]
 
 LogFormat = Literal["json", "logfmt", "text"]
@@ -237,7 +240,8 @@ def emit_info(logger: logging.Logger, message: str, fields: dict[str, Any]) -> b
 
     False, having written nothing, whenever logging is set up any other way (another or a further
     handler anywhere on the way, a logger filter, a level or `logging.disable` that drops INFO, a
-    formatter or filter of another class): the caller then logs the ordinary way.
+    formatter or filter of another class): the caller then logs the ordinary way. The line is written
+    with the others of this turn of the event loop (LineHandler).
     """
     root = logging.root
     handlers = root.handlers
@@ -250,7 +254,7 @@ def emit_info(logger: logging.Logger, message: str, fields: dict[str, Any]) -> b
         node = node.parent
     handler = handlers[0]
     make = _DIRECT.get(type(handler.formatter))  # type: ignore[call-overload]
-    if (make is None or type(handler) is not logging.StreamHandler or handler.level > logging.INFO
+    if (make is None or type(handler) is not LineHandler or handler.level > logging.INFO
             or not logger.isEnabledFor(logging.INFO)
             or any(type(f) is not ContextFilter for f in handler.filters)):
         return False
@@ -258,17 +262,56 @@ def emit_info(logger: logging.Logger, message: str, fields: dict[str, Any]) -> b
         request_id = _request_id()
         if request_id:
             fields["request_id"] = request_id
-    line = make(time.time(), "info", logger.name, message, fields)
-    handler.acquire()
-    try:
-        stream = handler.stream
-        stream.write(line + handler.terminator)
-        stream.flush()
-    except Exception:  # noqa: BLE001 - as StreamHandler.emit: a logging failure never fails a request
-        return True
-    finally:
-        handler.release()
+    handler.add_line(make(time.time(), "info", logger.name, message, fields))
     return True
+
+
+class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """configure_logging()'s handler: a StreamHandler that also takes finished lines (emit_info) and
+    writes those together, once per turn of the event loop (one write for the requests that ended in
+    that turn, not one each). A record handled the ordinary way first writes the lines taken before
+    it, so the order of lines is kept; flush() (and logging.shutdown() at exit) writes them too."""
+
+    _MAX_PENDING = 128  # lines; a long turn writes as it goes
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+
+    def add_line(self, line: str) -> None:
+        pending = self._pending
+        pending.append(line)
+        if len(pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.write_lines)
+            except RuntimeError:  # no loop running here: write at once
+                self.write_lines()
+        elif len(pending) >= self._MAX_PENDING:
+            self.write_lines()
+
+    def write_lines(self) -> None:
+        if not self._pending:
+            return
+        self.acquire()
+        try:
+            lines, self._pending = self._pending, []
+            stream = self.stream
+            stream.write(self.terminator.join(lines) + self.terminator)
+            stream.flush()
+        except Exception:  # noqa: BLE001 - as StreamHandler.emit: a logging failure never fails a request
+            if logging.raiseExceptions:  # what Handler.handleError reports, for lines without a record
+                traceback.print_exc(file=sys.stderr)
+        finally:
+            self.release()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._pending:
+            self.write_lines()
+        super().emit(record)
+
+    def flush(self) -> None:
+        self.write_lines()
+        super().flush()
 
 
 def formatter_for(fmt: str) -> logging.Formatter:
@@ -284,7 +327,7 @@ def configure_logging(level: str, fmt: str = "text", *, stream: IO[str] | None =
 
     Called by the CLI process and by every worker process (they are spawned, so each sets up its own).
     """
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler = LineHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(formatter_for(fmt))
     handler.addFilter(ContextFilter())
     root = logging.getLogger()

@@ -3,6 +3,7 @@ verified-cookie memo, the per-Identity header memo and the batched request ids."
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -107,6 +108,24 @@ def test_direct_path_steps_aside_for_any_other_logging_setup(root_logging: None)
     configure_logging("info", "text", stream=stream)
     assert isinstance(root.handlers[0].filters[0], ContextFilter)
     assert emit_info(ACCESS, "m", {}) and stream.getvalue().endswith("gateway.access: m\n")
+
+
+async def test_lines_of_one_loop_turn_are_written_together_and_in_order(root_logging: None) -> None:
+    stream = io.StringIO()
+    configure_logging("info", "text", stream=stream)
+    assert emit_info(ACCESS, "first", {}) and emit_info(ACCESS, "second", {})
+    assert stream.getvalue() == ""  # held until the end of this turn of the loop
+    logging.getLogger("gateway.x").warning("third")  # an ordinary record writes them first
+    assert [line.partition(": ")[2] for line in stream.getvalue().splitlines()] == ["first", "second", "third"]
+    assert emit_info(ACCESS, "fourth", {})
+    loop = asyncio.get_running_loop()
+    turn = loop.create_future()
+    loop.call_soon(turn.set_result, None)  # queued after the handler's write: done once that has run
+    await turn
+    assert stream.getvalue().endswith("gateway.access: fourth\n")
+    assert emit_info(ACCESS, "fifth", {})
+    logging.getLogger().handlers[0].flush()  # as logging.shutdown() at exit
+    assert stream.getvalue().endswith("gateway.access: fifth\n")
 
 
 def test_remembered_cookie_values_verify_as_before() -> None:
