@@ -1,19 +1,25 @@
-"""Soak: many browser sessions against `python -m gateway`, the real OP and a redis-server, Redis paused once.
+"""Soak: many browser sessions against `python -m gateway`, the real OP and a redis-server, one Redis outage.
 
 Loopback only and bounded in time (`--duration`, default 60 s). Every client logs in through the real
 OP (tests/op), makes proxied requests, and now and then signs out and logs in again; access tokens live
-`--token-ttl` seconds so sessions refresh all the time. A third into the run Redis is paused (SIGSTOP)
-for `--outage` seconds, then resumed (SIGCONT: data kept). Reported: outcomes inside and outside the
-outage window (errors outside must be 0), sessions lost (a logged-in cookie refused outside the window:
-must be 0), refreshes the OP granted, and the gateway's RSS after warm-up and at the end.
+`--token-ttl` seconds so sessions refresh all the time. A third into the run Redis goes away for
+`--outage` seconds: `--fault pause` (default) stops it with SIGSTOP (sockets hang) and resumes it with
+SIGCONT (data kept); `--fault restart` kills it (SIGKILL: connections refused, every pooled connection
+dead) and starts a new one on the same port, which reloads the data from its append-only file.
+Reported: outcomes inside and outside the outage window (errors outside must be 0), sessions lost (a
+logged-in cookie refused outside the window: must be 0), refreshes the OP granted, and the gateway's
+RSS after warm-up and at the end. With `--log`, the gateway's log (warnings and errors, JSON lines with
+the request id that the error examples name) is kept.
 
-    scripts/soak [--duration 60] [--clients 20] [--outage 5] [--token-ttl 8]
+    scripts/soak [--duration 60] [--clients 20] [--outage 5] [--token-ttl 8] [--fault pause|restart]
+                 [--log gateway.log]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -34,7 +40,7 @@ from tests.support.op import TestOP, browser_login
 from tests.support.redis_servers import RedisFarm, free_port
 
 COOKIE = "_oidc_gateway"
-GRACE = 3.0  # after SIGCONT: pooled connections time out and retry once (2 x 0.25 s plus back-off)
+GRACE = 3.0  # after SIGCONT: requests that began in the pause may still end (each within session.redis_timeout)
 
 
 def rss_kib(pid: int) -> int:
@@ -54,13 +60,15 @@ class Soak:
         self.lost = 0
         self.examples: list[str] = []
 
-    def record(self, started: float, outcome: str) -> None:
+    def record(self, started: float, outcome: str, request_id: str = "") -> None:
         begin, end = self.window
         ended = time.monotonic()
         counter = self.inside if started <= end and ended >= begin else self.outside
         counter[outcome] += 1
         if counter is self.outside and not outcome.startswith("ok") and len(self.examples) < 10:
-            self.examples.append(outcome)
+            # When (relative to the pause) and which request: the gateway log has the same request id.
+            since = "" if begin == float("inf") else f" at {started - begin:+.2f}s..{ended - begin:+.2f}s of the pause"
+            self.examples.append(f"{outcome}{since} request_id={request_id or '-'}")
 
     async def login(self, browser: aiohttp.ClientSession, user: str) -> bool:
         started = time.monotonic()
@@ -96,25 +104,35 @@ class Soak:
                     async with browser.get(f"{self.base}/c{n}/{random.randrange(1000)}",  # noqa: S311
                                            headers={"Accept": "application/json"}, allow_redirects=False) as resp:
                         await resp.read()
-                        status = resp.status
+                        status, request_id = resp.status, resp.headers.get("X-Request-Id", "")
                     outcome = "ok proxied" if status == 200 else f"proxied {status}"
                 except (TimeoutError, aiohttp.ClientError) as exc:
-                    outcome = f"proxied {type(exc).__name__}"
+                    outcome, request_id = f"proxied {type(exc).__name__}", ""
                 begin, end = self.window
                 if outcome == "proxied 401" and not (started <= end and time.monotonic() >= begin):
                     self.lost += 1
-                self.record(started, outcome)
+                self.record(started, outcome, request_id)
 
 
-async def pause_redis(soak: Soak, pid: int, at: float, outage: float) -> None:
+REDIS_ARGS = {"pause": (), "restart": ("--appendonly", "yes", "--appendfsync", "always")}
+
+
+async def redis_outage(soak: Soak, farm: RedisFarm, port: int, fault: str, at: float, outage: float) -> None:
     await asyncio.sleep(max(0.0, at - time.monotonic()))  # the schedule of the fault, not synchronisation
     begin = time.monotonic()
     soak.window = (begin, float("inf"))
-    os.kill(pid, signal.SIGSTOP)
-    try:
+    proc = farm.procs[0]
+    if fault == "pause":
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(outage)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+    else:
+        proc.kill()
+        proc.wait()
         await asyncio.sleep(outage)
-    finally:
-        os.kill(pid, signal.SIGCONT)
+        await asyncio.to_thread(farm.start, "soak", *REDIS_ARGS[fault], port=port)  # returns once it accepts
     soak.window = (begin, time.monotonic() + GRACE)
 
 
@@ -138,24 +156,27 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     farm = RedisFarm(workdir)
     echo = GatewayServer(echo_app(), host="127.0.0.1")
     proc: subprocess.Popen[bytes] | None = None
+    stack = contextlib.ExitStack()
     try:
-        redis_port = farm.start("soak")
+        redis_port = farm.start("soak", *REDIS_ARGS[args.fault])
         await echo.start_server()
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         config = workdir / "config.yaml"
         config.write_text(yaml.safe_dump({
-            "listen": f"127.0.0.1:{port}", "public_url": base, "log_level": "ERROR",
+            "listen": f"127.0.0.1:{port}", "public_url": base, "log_level": "warning",
+            "log_format": "json",
             "oidc": {"issuer": op.issuer, "client_id": "gateway", "client_secret": op.clients["gateway"],
                      "scopes": ["openid", "profile", "email", "offline_access"]},  # refresh tokens
             "session": {"store": "redis", "key_prefix": "soak:", "cookie_secret": COOKIE_SECRET,
                         "cookie_secure": False, "refresh_before_expiry": f"{max(1, args.token_ttl // 3)}s",
-                        "redis_url": f"redis://127.0.0.1:{redis_port}/0?socket_timeout=0.25"
-                                     "&socket_connect_timeout=0.25"},
+                        "redis_url": f"redis://127.0.0.1:{redis_port}/0"},  # redis_timeout: the default, 1 s
             "upstreams": [{"path": "/", "url": str(echo.make_url("")).rstrip("/")}],
         }))
+        # The log goes to a file: a pipe nobody reads would block the gateway once its buffer is full.
+        log_file = stack.enter_context(open(args.log or workdir / "gateway.log", "wb"))  # noqa: SIM115
         proc = subprocess.Popen([sys.executable, "-m", "gateway", "--config", str(config)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                stdout=subprocess.DEVNULL, stderr=log_file)
         await wait_serving(base, proc)
         started = time.monotonic()
         soak = Soak(base, started + args.duration)
@@ -163,14 +184,14 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         await asyncio.sleep(min(5.0, args.duration / 6))  # warm-up before the first RSS sample
         rss_before = rss_kib(proc.pid)
         op.reset_stats()
-        await pause_redis(soak, farm.procs[0].pid, started + args.duration / 3, args.outage)
+        await redis_outage(soak, farm, redis_port, args.fault, started + args.duration / 3, args.outage)
         await asyncio.gather(*clients)
         rss_after = rss_kib(proc.pid)
         alive = proc.poll() is None
         stats = op.stats()
         errors_outside = sum(n for k, n in soak.outside.items() if not k.startswith("ok"))
         return {
-            "duration_s": args.duration, "clients": args.clients, "outage_s": args.outage,
+            "duration_s": args.duration, "clients": args.clients, "fault": args.fault, "outage_s": args.outage,
             "token_ttl_s": args.token_ttl, "gateway_alive": alive,
             "outside_window": dict(soak.outside), "inside_window": dict(soak.inside),
             "errors_outside_window": errors_outside, "sessions_lost": soak.lost,
@@ -188,6 +209,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         farm.stop()
         await echo.close()
         op.stop()
+        stack.close()
 
 
 def main() -> int:
@@ -195,7 +217,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--outage", type=float, default=5.0)
+    parser.add_argument("--fault", choices=sorted(REDIS_ARGS), default="pause")
     parser.add_argument("--token-ttl", type=int, default=8)
+    parser.add_argument("--log", type=Path, help="keep the gateway's log (JSON lines, warning and up) here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         report = asyncio.run(run(args, Path(workdir)))

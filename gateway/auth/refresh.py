@@ -3,10 +3,12 @@
 At most one refresh grant per session is in flight across all processes and replicas: the refresher
 takes the store's lock for the session; everyone else waits briefly for the new token and reuses it,
 so a provider that rotates refresh tokens never sees the old one twice (OAuth 2.1 §4.3.1 would then
-revoke the whole grant). A rotated refresh token is stored at once; the old one is kept when the OP
-sends none. `invalid_grant` ends the session (browser: back to login; API: 401). An unreachable or
-failing OP does not: the current token is used until it really expires, then the request gets 503.
-A refreshed ID token must name the same `sub` (OIDC Core §12.2), else the session ends.
+revoke the whole grant). Waiters keep trying the lock: one freed early (its holder died, or the store
+released a lock left over from an outage) is taken over at once instead of after the whole wait.
+A rotated refresh token is stored at once; the old one is kept when the OP sends none.
+`invalid_grant` ends the session (browser: back to login; API: 401). An unreachable or failing OP
+does not: the current token is used until it really expires, then the request gets 503. A refreshed
+ID token must name the same `sub` (OIDC Core §12.2), else the session ends.
 """
 
 from __future__ import annotations
@@ -49,15 +51,27 @@ class Refresher:
             return session
         if session.refresh_token is None:
             return self._keep(session, ended_when_expired=True)
-        async with self._store.lock(sid, ttl=self._wait + 5) as owner:
-            if owner:
-                current = await self._store.get(sid, cached=False)  # the refresh token others may have rotated
-                if current is None:
-                    return None
-                if not self.due(current):  # another replica refreshed between our read and the lock
-                    return current
-                return await self._refresh(sid, current)
-        return await self._await_other(sid, session)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._wait
+        while True:
+            async with self._store.lock(sid, ttl=self._wait + 5) as owner:
+                if owner:
+                    current = await self._store.get(sid, cached=False)  # the refresh token others may have rotated
+                    if current is None:
+                        return None
+                    if not self.due(current):  # refreshed elsewhere between our read and the lock
+                        return current
+                    return await self._refresh(sid, current)
+            # Another request or replica refreshes: wait for its result (bounded) and reuse it. Try the lock
+            # again meanwhile: a holder that died (or a lock left over from a Redis outage) frees it early.
+            if loop.time() >= deadline:
+                return self._keep(session)
+            await asyncio.sleep(self._poll)
+            current = await self._store.get(sid, cached=False)
+            if current is None:
+                return None
+            if current.access_token != session.access_token or not self.due(current):
+                return current
 
     async def _refresh(self, sid: str, session: Session) -> Session | None:
         assert session.refresh_token is not None
@@ -92,19 +106,6 @@ class Refresher:
         await self._store.put(sid, renewed, ttl=self._ttl_of(renewed, self._clock()), create=False)
         self._on_refresh("success")
         return renewed
-
-    async def _await_other(self, sid: str, session: Session) -> Session | None:
-        """Another process holds the lock: wait for its result (bounded) and reuse it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._wait
-        while loop.time() < deadline:
-            await asyncio.sleep(self._poll)
-            current = await self._store.get(sid, cached=False)
-            if current is None:
-                return None
-            if current.access_token != session.access_token or not self.due(current):
-                return current
-        return self._keep(session)
 
     def _keep(self, session: Session, *, ended_when_expired: bool = False) -> Session | None:
         """The current token while it is still valid; after expiry: None (no refresh token) or 503."""

@@ -22,6 +22,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as ConnectionDropped
 from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.config import SessionSettings
@@ -31,16 +32,18 @@ __all__ = ["RedisClient", "redis_client"]
 
 RedisClient = Redis | RedisCluster
 
-# Fail fast (closed): a request waits for Redis about (1 + _RETRIES) x the socket timeout at most, then
-# gets a 503. One retry covers a pooled connection that died (Redis restarted, Sentinel failover);
-# redis-py's own default (10 retries) would hold a request for most of a minute.
-_SOCKET_TIMEOUT = 2.0
+# Fail fast (closed). RedisStore bounds every operation by session.redis_timeout as a whole; the socket
+# timeouts default to the same value so a dead socket is noticed no later than that. Only a dropped
+# connection is retried (once): a pooled connection that died with a Redis restart or a Sentinel failover
+# gets one fresh try. A timeout is not retried: a hung Redis would otherwise double the wait, and the
+# command may still run later, so retrying it would only queue a second copy.
 _RETRIES = 1
 _HEALTH_CHECK_INTERVAL = 30
 
 
 def _retry() -> Retry:
-    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=_RETRIES)
+    backoff = ExponentialWithJitterBackoff(base=0.05, cap=0.5)
+    return Retry(backoff, retries=_RETRIES, supported_errors=(ConnectionDropped,))
 
 
 def _connection_kwargs(target: RedisTarget, settings: SessionSettings) -> dict[str, Any]:
@@ -48,8 +51,8 @@ def _connection_kwargs(target: RedisTarget, settings: SessionSettings) -> dict[s
     kwargs: dict[str, Any] = {
         "username": target.username or settings.redis_username,
         "password": target.password or password,
-        "socket_timeout": target.socket_timeout or _SOCKET_TIMEOUT,
-        "socket_connect_timeout": target.socket_connect_timeout or _SOCKET_TIMEOUT,
+        "socket_timeout": target.socket_timeout or settings.redis_timeout,
+        "socket_connect_timeout": target.socket_connect_timeout or settings.redis_timeout,
         "health_check_interval": _HEALTH_CHECK_INTERVAL,
         "retry": _retry(),
     }

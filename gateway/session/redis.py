@@ -6,6 +6,12 @@ a Redis dump or MONITOR never shows a value that works as a cookie or as a `stat
 has a TTL; login states are consumed with GETDEL, so one state can complete one login only, even
 across replicas. Redis failures become StoreUnavailable (503): the gateway fails closed.
 
+Deadline: every operation (one or two round trips, a fresh connection and the one retry on a dropped
+connection included) ends within `timeout` seconds (session.redis_timeout) or raises StoreUnavailable,
+so a hung Redis (paused, overloaded, a black-holed network) costs a request that much, never more. A
+command given up on may still run once Redis continues: harmless for reads and idempotent writes; a
+refresh lock taken that way would have no owner, so it is released in the background (`lock`).
+
 Back-channel logout indexes: `put` adds the session's key to the sets `<prefix>x:sid:<sha256(iss|sid)>`
 (when the ID token had a `sid`) and `<prefix>x:sub:<sha256(iss|sub)>` in the same Lua call, and only
 ever extends a set's TTL, so a set outlives its members (every session write goes through `put`).
@@ -45,16 +51,25 @@ from gateway.errors import StoreUnavailable
 from gateway.session.crypto import RecordCipher, RecordUnreadable
 from gateway.session.model import PendingLogin, Session
 
-__all__ = ["RedisStore"]
+__all__ = ["DEFAULT_TIMEOUT", "RedisStore"]
 
 log = logging.getLogger(__name__)
 
 # RedisClusterException is no RedisError: redis-py raises it when no cluster node is reachable.
 _FAILURES = (RedisError, RedisClusterException)
+DEFAULT_TIMEOUT = 1.0  # session.redis_timeout's default
 
 
 # Release a lock only if we still own it (the TTL may have handed it to someone else).
 _UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+# The same for many locks at once (KEYS[i] with ARGV[i]); one 0/1 per lock.
+_UNLOCK_MANY = """
+local released = {}
+for i = 1, #KEYS do
+  released[i] = redis.call('get', KEYS[i]) == ARGV[i] and redis.call('del', KEYS[i]) or 0
+end
+return released
+"""
 
 
 # The session and its index entries in one atomic round trip; an index TTL is only ever extended.
@@ -120,6 +135,12 @@ redis.call('pexpire', KEYS[3], ttl)
 return 1
 """
 _CACHE_SIZE = 10_000
+# Releasing locks whose SET may still be queued in a paused Redis: retry with this back-off (seconds) until a
+# release deletes one, or Redis has answered this many times that it is not ours (its SET never ran).
+_RELEASE_BACKOFF = (0.1, 1.0)
+_RELEASE_ANSWERS = 3
+_RELEASE_BATCH = 100
+_MAX_ORPHANS = 10_000
 
 
 def _ms(ttl: float) -> int:
@@ -129,9 +150,13 @@ def _ms(ttl: float) -> int:
 class RedisStore:
     def __init__(self, redis: Redis | RedisCluster, *, prefix: str, cache_ttl: float = 0.0,
                  cipher: RecordCipher | None = None, max_pending_logins: int = 100_000,
-                 max_logins_per_browser: int = 10) -> None:
+                 max_logins_per_browser: int = 10, timeout: float = DEFAULT_TIMEOUT) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._timeout = timeout
+        # Refresh locks that may be held without our knowing (see lock()) → answers seen; and their releaser.
+        self._orphans: dict[tuple[str, str], int] = {}
+        self._releaser: asyncio.Task[None] | None = None
         # None: plaintext records (tests of the store's mechanics only; app.py always passes one).
         self._cipher = cipher
         self._max_pending_logins = max_pending_logins
@@ -144,6 +169,16 @@ class RedisStore:
         self._listening = False
         self._generation = 0  # bumped by every invalidation: a read racing one is not cached
         self._origin = secrets.token_hex(8)  # our own invalidations come back too: ignore those
+
+    @contextlib.asynccontextmanager
+    async def _deadline(self) -> AsyncIterator[float]:
+        """Bound one store operation by the timeout (yields its loop-time deadline); any Redis failure or
+        the deadline → StoreUnavailable."""
+        try:
+            async with asyncio.timeout(self._timeout) as scope:
+                yield scope.when() or 0.0
+        except (*_FAILURES, TimeoutError) as exc:
+            raise _unavailable(exc) from exc
 
     def _key(self, kind: str, ident: str) -> str:
         return f"{self._prefix}{kind}:{hashlib.sha256(ident.encode()).hexdigest()}"
@@ -174,10 +209,8 @@ class RedisStore:
             if hit is not None and hit[0] > time.monotonic():
                 return hit[1]
         generation = self._generation
-        try:
+        async with self._deadline():
             raw = await self._redis.get(key)
-        except _FAILURES as exc:
-            raise _unavailable(exc) from exc
         plaintext = None if raw is None else self._open(raw, key)
         session = None if plaintext is None else Session.loads(plaintext)
         if session is not None and use_cache and generation == self._generation:
@@ -208,7 +241,8 @@ class RedisStore:
         while True:
             pubsub = self._redis.pubsub()
             try:
-                await pubsub.subscribe(self._channel)
+                async with asyncio.timeout(self._timeout):
+                    await pubsub.subscribe(self._channel)
                 async for message in pubsub.listen():
                     if message["type"] == "subscribe":
                         self._forget()
@@ -218,7 +252,7 @@ class RedisStore:
                         origin, _, key = (data.decode() if isinstance(data, bytes) else str(data)).partition(" ")
                         if origin != self._origin:
                             self._forget(key)
-            except _FAILURES as exc:
+            except (*_FAILURES, TimeoutError) as exc:
                 if delay == 0.5:  # once per outage, not at every retry
                     log.warning("session cache invalidation channel unavailable (%s); local cache off until "
                                 "it is back", type(exc).__name__)
@@ -241,7 +275,7 @@ class RedisStore:
                    self._logout_index(session.iss, sid=None, sub=session.sub)]
         keys = [self._key("s", sid), *(index for index in indexes if index is not None)]
         self._forget(keys[0])
-        try:
+        async with self._deadline() as until:
             expected = b""
             if expect is not None:
                 # Encrypted records differ at every write (random nonce): compare the plaintext here, then
@@ -252,9 +286,7 @@ class RedisStore:
                 expected = stored
             written = await self._redis.eval(_PUT, len(keys), *keys, self._seal(session.dumps(), keys[0]),
                                              _ms(ttl), "1" if create else "0", expected)
-        except _FAILURES as exc:
-            raise _unavailable(exc) from exc
-        await self._publish(keys[0])
+        await self._publish(keys[0], until=until)
         return bool(written)
 
     async def _stored_bytes(self, key: str, expect: Session) -> bytes | None:
@@ -267,37 +299,33 @@ class RedisStore:
     async def delete(self, sid: str) -> None:
         key = self._key("s", sid)
         self._forget(key)
-        try:
+        async with self._deadline() as until:
             await self._redis.delete(key)
-        except _FAILURES as exc:
-            raise _unavailable(exc) from exc
-        await self._publish(key)
+        await self._publish(key, until=until)
 
-    async def _publish(self, *keys: str) -> None:
-        """Tell every replica's local cache to drop these keys. Best effort: a replica that misses it
-        serves its copy for at most cache_ttl; an ACL user without channel rights has no cache at all."""
+    async def _publish(self, *keys: str, until: float) -> None:
+        """Tell every replica's local cache to drop these keys, by the deadline of the write it follows.
+        Best effort: a replica that misses it serves its copy for at most cache_ttl; an ACL user without
+        channel rights has no cache at all."""
         if self._cache_ttl <= 0:
             return
         try:
-            for key in keys:
-                await self._redis.publish(self._channel, f"{self._origin} {key}")
-        except _FAILURES as exc:
+            async with asyncio.timeout_at(until):
+                for key in keys:
+                    await self._redis.publish(self._channel, f"{self._origin} {key}")
+        except (*_FAILURES, TimeoutError) as exc:
             log.warning("session cache invalidation not published: %s", type(exc).__name__)
 
     async def put_login(self, state: str, pending: PendingLogin, *, ttl: float) -> None:
         key = self._key("l", state)
         keys = [key, f"{self._prefix}lz", self._key("lb", pending.binding)]
-        try:
+        async with self._deadline():
             await self._redis.eval(_PUT_LOGIN, len(keys), *keys, self._seal(pending.dumps(), key), _ms(ttl),
                                    self._max_logins_per_browser, self._max_pending_logins)
-        except _FAILURES as exc:
-            raise _unavailable(exc) from exc
 
     async def take_login(self, state: str) -> PendingLogin | None:
-        try:
+        async with self._deadline():
             raw = await self._redis.getdel(key := self._key("l", state))
-        except _FAILURES as exc:
-            raise _unavailable(exc) from exc
         plaintext = None if raw is None else self._open(raw, key)
         return None if plaintext is None else PendingLogin.loads(plaintext)
 
@@ -305,45 +333,82 @@ class RedisStore:
     async def lock(self, sid: str, *, ttl: float) -> AsyncIterator[bool]:
         key, token = self._key("k", sid), secrets.token_hex(16)
         try:
-            acquired = bool(await self._redis.set(key, token, nx=True, px=_ms(ttl)))
-        except _FAILURES as exc:
-            raise _unavailable(exc) from exc
+            async with self._deadline():
+                acquired = bool(await self._redis.set(key, token, nx=True, px=_ms(ttl)))
+        except StoreUnavailable:
+            # The SET may still run when a paused Redis continues (or only its answer was lost): a lock
+            # nobody owns would hold off every refresh of this session for `ttl`. Take it back once Redis is.
+            self._release_later(key, token)
+            raise
         try:
             yield acquired
-        finally:
-            if acquired:
-                with contextlib.suppress(*_FAILURES):  # the TTL frees it anyway
+        except BaseException:
+            if acquired:  # the store may be what failed: never make the failing request wait for it again
+                self._release_later(key, token)
+            raise
+        if acquired:
+            try:
+                async with asyncio.timeout(self._timeout):
                     await self._redis.eval(_UNLOCK, 1, key, token)
+            except (*_FAILURES, TimeoutError):
+                self._release_later(key, token)
+
+    def _release_later(self, key: str, token: str) -> None:
+        """Release this lock in the background, once Redis answers (one task for all such locks)."""
+        if len(self._orphans) < _MAX_ORPHANS:
+            self._orphans[(key, token)] = 0
+        if self._releaser is None or self._releaser.done():
+            try:
+                self._releaser = asyncio.get_running_loop().create_task(self._release_orphans())
+            except RuntimeError:  # no loop (a generator finalised at shutdown): the TTL frees the lock
+                self._orphans.clear()
+
+    async def _release_orphans(self) -> None:
+        """Delete each listed lock that holds our token; retry while Redis does not answer. A SET queued
+        before an outage runs before Redis answers anything sent later on another connection (in the same
+        event-loop turn at the latest), so "not ours" answered a few times, spaced out, means it never ran."""
+        delay = _RELEASE_BACKOFF[0]
+        while self._orphans:
+            batch = list(self._orphans)[:_RELEASE_BATCH]
+            try:
+                async with asyncio.timeout(self._timeout):
+                    released = await self._redis.eval(_UNLOCK_MANY, len(batch), *(key for key, _ in batch),
+                                                      *(token for _, token in batch))
+            except (*_FAILURES, TimeoutError):
+                released = None  # no answer: nothing learnt
+            for entry, deleted in zip(batch, released or (), strict=False):
+                self._orphans[entry] += 1
+                if deleted or self._orphans[entry] >= _RELEASE_ANSWERS:
+                    del self._orphans[entry]
+            if self._orphans:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RELEASE_BACKOFF[1])
 
     async def ping(self) -> None:
-        try:
+        async with self._deadline():
             await self._redis.ping()
-        except _FAILURES as exc:
-            raise _unavailable(exc) from exc
 
     async def delete_for_logout(self, iss: str, *, sid: str | None, sub: str | None) -> int:
         index = self._logout_index(iss, sid=sid, sub=sub)  # BCL 1.0 §2.7: a sid wins over a sub
         if index is None:
             return 0
-        try:
+        async with self._deadline() as until:
             members = list(await self._redis.smembers(index))
             if not members:
                 return 0
             # Only what we read is unindexed: a session added meanwhile stays indexed.
             deleted = await self._redis.eval(_LOGOUT, 1 + len(members), index, *members)
             self._forget()
-        except _FAILURES as exc:
-            raise _unavailable(exc) from exc
-        await self._publish(*(m.decode() if isinstance(m, bytes) else str(m) for m in members))
+        await self._publish(*(m.decode() if isinstance(m, bytes) else str(m) for m in members), until=until)
         return int(deleted)
 
     async def remember_jti(self, iss: str, jti: str, *, ttl: float) -> bool:
-        try:
+        async with self._deadline():
             return bool(await self._redis.set(self._key("j", f"{iss}|{jti}"), b"1", nx=True, px=_ms(ttl)))
-        except _FAILURES as exc:
-            raise _unavailable(exc) from exc
 
 
 def _unavailable(exc: Exception) -> StoreUnavailable:
-    log.error("session store (Redis) error: %s", type(exc).__name__)
+    # A bare TimeoutError is our own deadline; redis-py's socket timeouts are redis.exceptions.TimeoutError.
+    what = "no answer within session.redis_timeout" if type(exc) is TimeoutError else type(exc).__name__
+    log.error("session store (Redis) error: %s", what)
     return StoreUnavailable()
