@@ -206,11 +206,50 @@ def strip_cookies(value: str, names: frozenset[str]) -> str | None:
     return "; ".join(kept) or None
 
 
+_NO_TOKENS: frozenset[str] = frozenset()
+
+
 def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
     values = headers.getall(hdrs.CONNECTION, ())
     if not values:
-        return frozenset()
+        return _NO_TOKENS
+    if len(values) == 1 and values[0] in _PLAIN_CONNECTION:  # keep-alive / close: nothing else named
+        return _PLAIN_CONNECTION[values[0]]
     return frozenset(token.strip().lower() for value in values for token in value.split(","))
+
+
+_PLAIN_CONNECTION = {value: frozenset({value.lower()}) for value in ("keep-alive", "Keep-Alive", "close", "Close")}
+
+
+# What upstream_headers does with a client header, by its name alone (before the per-request checks:
+# Connection-named, mapped, and the conditions each kind names).
+(_KEEP, _DROP, _FORWARDED_FOR, _HOST, _AUTHORIZATION, _COOKIE, _CONTENT_LENGTH, _WS,
+ _REQUEST_ID_HEADER) = range(9)
+_BY_NAME = {"host": _HOST, "authorization": _AUTHORIZATION, "cookie": _COOKIE, "expect": _DROP,
+            "content-length": _CONTENT_LENGTH, **dict.fromkeys(_WS_HANDSHAKE, _WS)}
+# name as sent -> (kind, lower-case, lower-case with `_` read as `-`): a pure function of the name,
+# remembered for the names seen (bounded: client-chosen names beyond the bound are classified each time).
+_NAMES: dict[str, tuple[int, str, str]] = {}
+_NAMES_MAX = 2048
+
+
+def _classify(name: str) -> tuple[int, str, str]:
+    lower = name.lower()
+    norm = lower.replace("_", "-") if "_" in lower else lower
+    if lower in HOP_BY_HOP or norm.startswith(_AUTH_PREFIX):
+        kind = _DROP
+    elif norm.startswith("x-forwarded-") or norm in _GATEWAY_OWNED:
+        kind = _FORWARDED_FOR if lower == _XFF else _DROP
+    elif lower in _BY_NAME:
+        kind = _BY_NAME[lower]
+    elif norm == "x-request-id":
+        kind = _REQUEST_ID_HEADER
+    else:
+        kind = _KEEP
+    known = (kind, lower, norm)
+    if len(_NAMES) < _NAMES_MAX:
+        _NAMES[name] = known
+    return known
 
 
 def upstream_headers(
@@ -240,33 +279,35 @@ def upstream_headers(
     client_host: str | None = None
     prior_xff: list[str] = []
     for name, value in headers.items():
-        lower = name.lower()
-        if lower in HOP_BY_HOP or lower in connection:
+        known = _NAMES.get(name)
+        kind, lower, norm = known if known is not None else _classify(name)
+        if kind == _DROP or lower in connection or norm in mapped:
             continue
-        norm = lower.replace("_", "-") if "_" in lower else lower
-        if norm.startswith(_AUTH_PREFIX) or norm in mapped:
+        if kind == _KEEP:
+            out.add(name, value)
             continue
-        if norm.startswith("x-forwarded-") or norm in _GATEWAY_OWNED:
-            if lower == _XFF:
-                prior_xff.append(value)
+        if kind == _FORWARDED_FOR:
+            prior_xff.append(value)
             continue
-        if lower == "host":
+        if kind == _HOST:
             client_host = value
             if not pass_host:
                 continue
-        elif lower == "authorization":
+        elif kind == _AUTHORIZATION:
             if identity is not None:
                 continue
-        elif lower == "cookie":
+        elif kind == _COOKIE:
             stripped = strip_cookies(value, cookie_names)
             if stripped is None:
                 continue
             value = stripped
-        elif lower == "expect" or (lower == "content-length" and chunked):
-            continue  # RFC 9112 §6.3: Transfer-Encoding overrides Content-Length
-        elif websocket and lower in _WS_HANDSHAKE:
-            continue
-        elif norm == "x-request-id" and request_id is not None:  # also X_Request_Id (CGI reads it alike)
+        elif kind == _CONTENT_LENGTH:
+            if chunked:
+                continue  # RFC 9112 §6.3: Transfer-Encoding overrides Content-Length
+        elif kind == _WS:
+            if websocket:
+                continue
+        elif kind == _REQUEST_ID_HEADER and request_id is not None:  # also X_Request_Id (CGI reads it alike)
             continue
         out.add(name, value)
 
@@ -290,13 +331,10 @@ def downstream_headers(headers: CIMultiDictProxy[str] | CIMultiDict[str], *,
     """The upstream's response headers minus hop-by-hop ones; repeated headers (Set-Cookie) kept.
 
     Added to `into` when given (a response's own headers: no copy), else to a new multidict."""
-    connection = _connection_tokens(headers)
-    chunked = hdrs.TRANSFER_ENCODING in headers
     out: CIMultiDict[str] = CIMultiDict() if into is None else into
-    add = out.add
-    for name, value in headers.items():
-        lower = name.lower()
-        if lower in HOP_BY_HOP or lower in connection or (chunked and lower == "content-length"):
-            continue
-        add(name, value)
+    out.extend(headers)  # then take out what may not pass: order and repeated headers stay as sent
+    for name in HOP_BY_HOP | _connection_tokens(headers):
+        out.popall(name, None)
+    if hdrs.TRANSFER_ENCODING in headers:
+        out.popall(hdrs.CONTENT_LENGTH, None)
     return out

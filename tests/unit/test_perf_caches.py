@@ -12,10 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
+from multidict import CIMultiDict
 
 from gateway.auth.identity import Identity
 from gateway.config import HeaderSettings
-from gateway.proxy.headers import REQUEST_ID, IdentityHeaders
+from gateway.proxy.headers import REQUEST_ID, IdentityHeaders, downstream_headers, upstream_headers
 from gateway.session.cookie import SignedCookie, derive_key
 from gateway.web import logs
 from gateway.web.logs import ContextFilter, bind_request, configure_logging, emit_info
@@ -166,3 +167,28 @@ def test_batched_request_ids_are_fresh_sane_128_bit_hex() -> None:
     drawn = [ids() for _ in range(10)]  # crosses two refills
     assert len(set(drawn)) == 10
     assert all(re.fullmatch(r"[0-9a-f]{32}", rid) and sane_request_id([rid]) == rid for rid in drawn)
+
+
+def test_header_rules_hold_the_first_time_and_from_memory() -> None:
+    sent = CIMultiDict([("Host", "app"), ("X_Auth_Request_User", "mallory"), ("X-Forwarded-For", "10.0.0.9"),
+                        ("X_Forwarded_For", "10.0.0.8"), ("Connection", "x-custom, keep-alive"),
+                        ("X-Custom", "hop"), ("X_Request_Id", "client"), ("Authorization", "Basic x"),
+                        ("Cookie", "_gw=s; a=1"), ("Expect", "100-continue"), ("Accept", "*/*")])
+    alice = Identity(sub="alice", access_token="at")
+    runs = [upstream_headers(sent, alice, cookie_names=frozenset({"_gw"}), peer="10.0.0.1", forwarded_proto="https",
+                             request_id="rid") for _ in range(2)]
+    assert runs[0] == runs[1]
+    assert list(runs[0].items()) == [
+        ("Cookie", "a=1"), ("Accept", "*/*"), ("X-Real-IP", "10.0.0.1"), ("X-Forwarded-For", "10.0.0.9, 10.0.0.1"),
+        ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "app"), ("X-Request-Id", "rid"),
+        ("X-Auth-Request-User", "alice"), ("Authorization", "Bearer at")]
+
+
+def test_response_headers_keep_order_and_repeats_minus_hop_by_hop() -> None:
+    got = CIMultiDict([("Set-Cookie", "a=1"), ("Connection", "keep-alive, X-Hop"), ("X-Hop", "1"),
+                       ("Keep-Alive", "timeout=5"), ("Transfer-Encoding", "chunked"), ("Content-Length", "3"),
+                       ("Set-Cookie", "b=2"), ("Content-Type", "text/plain")])
+    out = downstream_headers(got)
+    assert list(out.items()) == [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Content-Type", "text/plain")]
+    plain = downstream_headers(CIMultiDict([("Connection", "close"), ("Content-Length", "3")]))
+    assert list(plain.items()) == [("Content-Length", "3")]
