@@ -160,19 +160,21 @@ class Forwarder:
     async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse,
                      route: Route) -> web.StreamResponse:
         content = upstream.content
-        # A body already received whole (small answers arrive with their headers) goes out in one
-        # write with the headers; anything else is streamed, its headers sent at once.
+        bodyless = request.method == hdrs.METH_HEAD or upstream.status in _EMPTY_BODY_STATUSES
+        # What arrived with the upstream's headers leaves with ours in one write: a small body whole,
+        # a larger one's first part. A body not begun yet is streamed, its headers sent at once.
+        first = b"" if bodyless or content.exception() is not None else content.read_nowait()
         whole = content.is_eof() and content.exception() is None
-        response = (_WholeResponse if whole else web.StreamResponse)(status=upstream.status, reason=upstream.reason)
+        response = (_HeldHeaders if whole or first else web.StreamResponse)(status=upstream.status,
+                                                                             reason=upstream.reason)
         downstream_headers(upstream.headers, into=response.headers)
         try:
             await response.prepare(request)
-            if request.method == hdrs.METH_HEAD or upstream.status in _EMPTY_BODY_STATUSES:
-                await response.write_eof()
+            if bodyless or whole:
+                await response.write_eof(first)
                 return response
-            if whole:
-                await response.write_eof(content.read_nowait())
-                return response
+            if first:
+                await response.write(first)
             while True:
                 try:
                     chunk = await content.read(CHUNK_SIZE)
@@ -233,8 +235,8 @@ class Forwarder:
             await upstream.close()
 
 
-class _WholeResponse(web.StreamResponse):
-    """Headers held back until the body is written, so that both leave in one write (one syscall)."""
+class _HeldHeaders(web.StreamResponse):
+    """Headers held back until the first body bytes are written, so that both leave in one write."""
 
     _send_headers_immediately = False
 

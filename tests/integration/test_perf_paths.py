@@ -41,10 +41,12 @@ async def held_upstream() -> AsyncIterator[tuple[str, asyncio.Event]]:
 
     async def held(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"X-Held": "yes"})
-        response.content_length = 5
+        response.content_length = 10
         await response.prepare(request)
+        if request.path == "/held/part":
+            await response.write(b"early")
         await request.app[RELEASE].wait()
-        await response.write(b"later")
+        await response.write(b"later" if request.path == "/held/part" else b"later" * 2)
         return response
 
     app = web.Application()
@@ -64,8 +66,12 @@ async def test_headers_of_a_body_still_in_flight_are_not_held_back(
     # hang here until the guard's limit: the body is only released after the headers were seen).
     resp = await asyncio.wait_for(gw.client.get("/held", headers=API), timeout=30)
     assert resp.status == 200 and resp.headers["X-Held"] == "yes"
+    # The part of a body that has arrived is passed on while the rest is still withheld.
+    part = await asyncio.wait_for(gw.client.get("/held/part", headers=API), timeout=30)
+    assert await asyncio.wait_for(part.content.readexactly(5), timeout=30) == b"early"
     release.set()
-    assert await resp.read() == b"later"
+    assert await resp.read() == b"laterlater"
+    assert await part.read() == b"later"
 
 
 async def test_upstream_requests_are_counted_by_the_forwarder(gateway_factory: Any, echo_upstream: str) -> None:
