@@ -247,6 +247,36 @@ async def test_redis_paused_fails_closed_fast_and_recovers_with_sessions(setup: 
     assert b"Traceback" not in proc.communicate()[1]
 
 
+async def test_gateway_started_while_redis_hangs_serves_503_then_recovers(setup: Setup) -> None:
+    """Start-up does not wait for a hung Redis: /healthz 200, /readyz and logins 503 within redis_timeout;
+    after SIGCONT logins work and /readyz turns 200 without a restart."""
+    s = setup
+    redis_proc = s.farm.procs[0]
+    os.kill(redis_proc.pid, signal.SIGSTOP)
+    proc = s.start_gateway(redis_timeout=f"{REDIS_TIMEOUT}s")
+    try:
+        async with aiohttp.ClientSession() as http:
+            await eventually(lambda: serving(http, s.base), proc, "the gateway to serve")
+            for path, code in (("/readyz", '"session_store"'), ("/oauth2/start", '"store_unavailable"')):
+                started = time.monotonic()
+                answer = await status(http, f"{s.base}{path}")
+                assert answer[0] == 503 and code in answer[1], answer
+                assert time.monotonic() - started < REDIS_TIMEOUT + 1.0
+        os.kill(redis_proc.pid, signal.SIGCONT)
+        cookie = await login(s.base)
+        async with aiohttp.ClientSession() as http:
+            code, body = await status(http, f"{s.base}/after", {"Cookie": f"{COOKIE}={cookie}"})
+            assert code == 200 and '"path": "/after"' in body
+
+            async def ready() -> bool:
+                return (await status(http, f"{s.base}/readyz"))[0] == 200
+            await eventually(ready, proc, "/readyz 200 after SIGCONT", timeout=5)
+    finally:
+        os.kill(redis_proc.pid, signal.SIGCONT)
+        stop(proc)
+    assert b"Traceback" not in proc.communicate()[1]
+
+
 async def test_redis_killed_and_restarted_on_the_same_port(setup: Setup) -> None:
     """Connection refused during the outage (default timeouts); the AOF keeps the session across it."""
     s = setup

@@ -25,7 +25,7 @@ import pytest
 import redis
 
 from gateway.config import Settings
-from gateway.errors import StoreUnavailable
+from gateway.errors import ConfigError, StoreUnavailable
 from gateway.oidc.client import AuthRequest
 from gateway.session.connect import redis_client as connect_redis
 from gateway.session.model import PendingLogin, Session
@@ -226,3 +226,23 @@ async def test_a_waiting_request_takes_the_refresh_over_when_the_lock_frees_earl
             assert resp.status == 200, await resp.text()
             assert bearer_seen(await resp.text()) != first
         assert time.monotonic() - started < gw.settings.oidc.http_timeout / 2
+
+
+async def test_the_first_operation_after_a_redis_restart_succeeds(
+        hung: Hung, store_factory: Callable[..., Awaitable[RedisStore]]) -> None:
+    """A restart kills every pooled connection: the next operation reconnects (one retry of a dropped
+    connection) instead of failing once per stale connection."""
+    store = await store_factory()
+    await asyncio.gather(*(store.ping() for _ in range(5)))  # several pooled connections
+    hung.farm.stop()
+    hung.farm.start("hung", port=hung.port)
+    assert await asyncio.gather(*(store.get(f"sid-{i}", cached=False) for i in range(5))) == [None] * 5
+    await store.put("sid", session(), ttl=60)
+    assert await store.get("sid", cached=False) == session()
+
+
+def test_redis_timeout_must_be_positive(settings_factory: Callable[..., Settings]) -> None:
+    with pytest.raises(ConfigError) as failed:
+        settings_factory(session={"redis_timeout": "0s"})
+    assert any(path == "session.redis_timeout" for path, _ in failed.value.problems)
+    assert settings_factory().session.redis_timeout == 1.0  # the default: 503 within a second
