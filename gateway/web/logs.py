@@ -59,7 +59,9 @@ _TRIGGERS = ("eyj", "code", "state", "nonce", "token", "secret", "password", "co
 def redact(text: str) -> str:
     """Mask anything in `text` that looks like a credential (JWTs, token/code/secret pairs, cookies)."""
     lowered = text.lower()
-    if not any(trigger in lowered for trigger in _TRIGGERS):
+    if not ("eyj" in lowered or "code" in lowered or "state" in lowered or "nonce" in lowered  # _TRIGGERS,
+            or "token" in lowered or "secret" in lowered or "password" in lowered  # spelt out: no generator
+            or "cookie" in lowered or "authorization" in lowered):  # per line (the access log's hot path)
         return text
     text = _JWT.sub(_REDACTED, text)
     text = _SECRET_HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}{_REDACTED}", text)

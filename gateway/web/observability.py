@@ -292,17 +292,18 @@ class AccessLogger(AbstractAccessLogger):
     """One record per request on `gateway.access`: a readable message plus structured fields."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, duration: float) -> None:
-        identity = request.get(IDENTITY)
         remote, method, path, status, size = (request.remote, request.method, request.path, response.status,
                                               response.body_length)
-        fields = {
-            "remote": remote, "method": method, "path": path,
-            "status": status, "bytes": size, "duration_ms": round(duration * 1000, 1),
-            "route": match_info.route.name if (match_info := getattr(request, "match_info", None)) is not None
-            else None,
-            "request_id": request.get(REQUEST_ID), "sub": identity.sub if identity is not None else None,
-        }
-        extra = {k: v for k, v in fields.items() if v is not None}
+        # The fields, in this order, each only when it has a value (the same dict as before, built directly).
+        extra: dict[str, Any] = {"remote": remote} if remote is not None else {}
+        extra.update(method=method, path=path, status=status, bytes=size, duration_ms=round(duration * 1000, 1))
+        match_info = getattr(request, "match_info", None)
+        if match_info is not None and (route := match_info.route.name) is not None:
+            extra["route"] = route
+        if (request_id := request.get(REQUEST_ID)) is not None:
+            extra["request_id"] = request_id
+        if (identity := request.get(IDENTITY)) is not None:
+            extra["sub"] = identity.sub
         # The usual set-up (configure_logging's one handler): the line is written directly, formatted and
         # redacted exactly as that handler would; any other set-up gets an ordinary log record.
         if emit_info(self.logger, _ACCESS_LINE % (remote, method, path, status, size, duration * 1000), extra):

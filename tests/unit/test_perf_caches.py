@@ -192,3 +192,14 @@ def test_response_headers_keep_order_and_repeats_minus_hop_by_hop() -> None:
     assert list(out.items()) == [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Content-Type", "text/plain")]
     plain = downstream_headers(CIMultiDict([("Connection", "close"), ("Content-Length", "3")]))
     assert list(plain.items()) == [("Content-Length", "3")]
+
+
+@pytest.mark.parametrize("text", [
+    f"hint {JWT}", "code=abc123", "STATE: xyz", "nonce=n-1", "id_token=t", "client_secret=s", "password: p",
+    "Cookie: a=b", "set-cookie: a=b", "Authorization: Bearer x", "logout_token=l", "code_verifier=v",
+])
+def test_redact_quick_check_never_skips_what_the_patterns_mask(text: str) -> None:
+    masked = logs._JWT.sub("[redacted]", text)
+    masked = logs._SECRET_HEADER.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", masked)
+    masked = logs._SECRET_PAIR.sub(lambda m: f"{m.group(1)}[redacted]", masked)
+    assert masked != text and logs.redact(text) == masked
