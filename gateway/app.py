@@ -123,7 +123,7 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     cipher = RecordCipher([secret.get_secret_value().encode() for secret in secrets])
     async with redis_client(settings) as redis:  # one node, Sentinel or Cluster (gateway.session.connect)
         store = RedisStore(redis, prefix=settings.key_prefix, cache_ttl=settings.local_cache_ttl, cipher=cipher,
-                           max_pending_logins=settings.max_pending_logins)
+                           max_pending_logins=settings.max_pending_logins, timeout=settings.redis_timeout)
         app[STORE] = store
         try:
             await store.ping()

@@ -192,6 +192,9 @@ class SessionSettings(_Model):
     refresh_before_expiry: Duration = 30.0
     # Serve a session read moments ago from process memory (kept coherent through Redis pub/sub).
     local_cache_ttl: Duration = 2.0
+    # Deadline of one session-store operation (connect, retry on a dropped connection and answer included):
+    # past it the request gets 503 store_unavailable (fail closed). Also the default Redis socket timeouts.
+    redis_timeout: PositiveDuration = 1.0
     login_timeout: PositiveDuration = 600.0
     # Logins started but not finished, across all browsers: beyond this the oldest is dropped (flood bound).
     max_pending_logins: int = Field(default=100_000, ge=1)
