@@ -17,6 +17,7 @@ path, and is never proxied anywhere. A public original path answers 202 with no 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 
@@ -27,7 +28,7 @@ from yarl import URL
 from gateway.auth.identity import Identity
 from gateway.auth.middleware import Authenticator, authenticate
 from gateway.auth.policy import AccessPolicy
-from gateway.errors import GatewayError, Unauthenticated
+from gateway.errors import GatewayError, ProviderUnavailable, Unauthenticated
 from gateway.oidc.metadata import ProviderState
 from gateway.session.store import SessionStore
 from gateway.web.observability import Metrics
@@ -51,6 +52,9 @@ class OpsHandlers:
 
     async def readyz(self, request: web.Request) -> web.Response:
         problems = {}
+        if self._provider.metadata is None:  # try now (at most once a second), not at the retry's backoff
+            with contextlib.suppress(ProviderUnavailable):
+                await self._provider.ensure_reachable()
         if self._provider.metadata is None:
             problems["provider"] = self._provider.last_error or "not loaded"
         try:

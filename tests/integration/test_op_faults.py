@@ -342,12 +342,31 @@ async def test_first_login_after_the_op_returns_need_not_wait_for_the_retry_back
         gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP,
         browsers: Callable[[], aiohttp.ClientSession]) -> None:
     gw = await gateway_for(oidc={"discovery_retry_interval": "1h"})  # the background retry is far away
-    assert (await gw.client.get("/readyz")).status == 503
+    assert (await gw.client.get("/readyz")).status == 503  # (this probe's verdict is reused for 1 s)
     await asyncio.to_thread(own_op.start)
+
+    async def login_starts() -> bool:
+        return (await gw.client.get("/oauth2/start", allow_redirects=False)).status == 302
+
+    await poll(login_starts, "a login start loads the metadata once the OP is up")
     browser = browsers()
-    result = await browser_login(browser, f"{gw.url}/x")  # loads the metadata and then the keys
+    result = await browser_login(browser, f"{gw.url}/x")  # the keys are fetched on the way
     assert result.status == 200, result.body[:300]
     assert (await gw.client.get("/readyz")).status == 200
+
+
+async def test_readyz_loads_the_metadata_itself_after_a_start_up_outage(
+        gateway_for: Callable[..., Awaitable[Gateway]], own_op: ControlledOP) -> None:
+    """A Kubernetes pod gets no traffic while unready, so no login would load the metadata for it:
+    the readiness probe does (at most once a second), not the background retry an hour away."""
+    gw = await gateway_for(oidc={"discovery_retry_interval": "1h"})
+    assert (await gw.client.get("/readyz")).status == 503
+    await asyncio.to_thread(own_op.start)
+
+    async def is_ready() -> bool:
+        return (await gw.client.get("/readyz")).status == 200
+
+    await poll(is_ready, "/readyz loads the metadata once the OP is up")
 
 
 # --- the OP rotates its signing key --------------------------------------------------------------
