@@ -32,7 +32,7 @@ from gateway.auth.cookie_session import SessionAuthenticator
 from gateway.auth.preserve import Form
 from gateway.auth.redirect import safe_return_path
 from gateway.config import Settings
-from gateway.errors import InvalidToken, LoginCancelled, LoginError, LoginExpired, ProviderError
+from gateway.errors import InvalidToken, LoginCancelled, LoginError, LoginExpired, ProviderError, ProviderUnavailable
 from gateway.oidc.client import OIDCClient, TokenSet
 from gateway.oidc.verify import Claims
 from gateway.session.cookie import SignedCookie
@@ -203,15 +203,25 @@ class LoginFlow:
             sid, session = loaded
             id_token = session.id_token
             await self._store.delete(sid)  # first: a copied cookie stops working on every replica
-            if session.refresh_token:
-                await self._client.revoke(session.refresh_token)
+        # An OP that does not answer can neither revoke nor show its logout page: the local sign-out
+        # stands, and the browser lands here rather than on a connection error.
+        reachable = await self._op_reachable()
+        if loaded is not None and loaded[1].refresh_token and reachable:
+            await self._client.revoke(loaded[1].refresh_token)
         post_logout = self._settings.oidc.post_logout_redirect_url or f"{self._settings.public_url}{rd}"
         end_session = self._client.end_session_url(id_token=id_token, post_logout_redirect=post_logout,
-                                                   state=self._session_cookie.new_id())
+                                                   state=self._session_cookie.new_id()) if reachable else None
         location = str(end_session) if end_session is not None else rd
         response = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
         self._session_cookie.clear(response)
         return response
+
+    async def _op_reachable(self) -> bool:
+        try:
+            await self._client.ensure_reachable()
+        except ProviderUnavailable:
+            return False
+        return True
 
 
 def _single(params: MultiDictProxy[str] | MultiDictProxy[str | bytes | web.FileField], name: str) -> str | None:
