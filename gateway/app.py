@@ -225,7 +225,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
                               forwarded_proto=current.public_url.partition(":")[0],
                               max_body_size=current.max_body_size, identity_headers=mapping,
                               assertion=app.get(ASSERTION), on_upstream=app[METRICS].record_upstream)
-        ops = OpsHandlers(provider, store, app[METRICS], authenticators, policy, mapping)
+        ops = OpsHandlers(provider, store, app[METRICS], authenticators, policy, mapping, assertion=app.get(ASSERTION))
         return forwarder, ops, auth_middleware(authenticators, policy, flow.begin, preserver)
 
     def rebuild(current: Settings) -> None:

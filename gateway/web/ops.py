@@ -22,9 +22,11 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 
 from aiohttp import web
+from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
+from gateway.auth.assertion import IdentityAssertion
 from gateway.auth.identity import Identity
 from gateway.auth.middleware import Authenticator, authenticate
 from gateway.auth.policy import AccessPolicy
@@ -39,13 +41,15 @@ __all__ = ["OpsHandlers"]
 class OpsHandlers:
     def __init__(self, provider: ProviderState, store: SessionStore, metrics: Metrics,
                  authenticators: Sequence[Authenticator], policy: AccessPolicy,
-                 identity_headers: Callable[[Identity], Mapping[str, str]]) -> None:
+                 identity_headers: Callable[[Identity], Mapping[str, str]],
+                 assertion: IdentityAssertion | None = None) -> None:
         self._provider = provider
         self._store = store
         self._metrics = metrics
         self._authenticators = authenticators
         self._policy = policy
         self._identity_headers = identity_headers
+        self._assertion = assertion  # the signed identity header, when identity_assertion is enabled
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -87,7 +91,11 @@ class OpsHandlers:
             return web.Response(status=202, headers={"Cache-Control": "no-store"})
         identity = await self._identity(request)
         self._policy.check(identity, method, path)
-        return web.Response(status=202, headers={**self._identity_headers(identity), "Cache-Control": "no-store"})
+        headers = CIMultiDict(self._identity_headers(identity))
+        if self._assertion is not None:  # what the proxy passes on must match what proxying would send
+            self._assertion.apply(headers, identity)
+        headers["Cache-Control"] = "no-store"
+        return web.Response(status=202, headers=headers)
 
 
 _AUTH_PATH = "/oauth2/auth"

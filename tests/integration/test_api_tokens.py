@@ -210,6 +210,21 @@ async def test_identity_assertion_verifies_against_the_gateway_jwks(gateway_fact
     assert claims["sub"] == "gateway" and claims["exp"] - claims["iat"] == 60
 
 
+async def test_forward_auth_answer_carries_the_identity_assertion(gateway_factory: Any, op: Any) -> None:
+    """nginx/Traefik copy the 202's headers to the app: the assertion must be among them."""
+    gw = await gateway_factory(access={"bearer": {"audiences": ["urn:gateway:api"]}},
+                               identity_assertion={"enabled": True, "audience": "backend"})
+    token = await jwt_access_token(op)
+    resp = await gw.client.get("/oauth2/auth", headers={"Authorization": f"Bearer {token}",
+                                                        "X-Original-URI": "/api/x"})
+    assert resp.status == 202
+    jwks = await (await gw.client.get("/.well-known/jwks.json")).json()
+    assertion = resp.headers["X-Auth-Request-Assertion"]
+    key = jwt.PyJWKSet.from_dict(jwks)[jwt.get_unverified_header(assertion)["kid"]]
+    claims = jwt.decode(assertion, key, algorithms=["ES256"], audience="backend", issuer=gw.url)
+    assert claims["sub"] == "gateway" and resp.headers["X-Auth-Request-User"] == "gateway"
+
+
 async def test_identity_assertion_custom_header_is_stripped_from_clients(gateway_factory: Any, op: Any) -> None:
     gw = await gateway_factory(access={"public_paths": ["^/public/"]},
                                identity_assertion={"enabled": True, "header": "X-User-Assertion",
