@@ -308,10 +308,14 @@ def profiler(server: Server, out: Path) -> subprocess.Popen[bytes]:
 
 
 def table(results: list[Result], baseline: Result) -> str:
-    lines = ["| contestant | req/s | ratio to bare proxy | p99 ms | CPU us/req | errors |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    """Medians over the rounds; ratio and p99 multiple are per round against that round's bare proxy
+    (then the median), except for contestants measured outside the rounds (2 workers): medians there."""
+    lines = ["| contestant | req/s | ratio to bare proxy | p99 ms | p99 / bare | CPU us/req | errors |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
-        lines.append(f"| {r.name} | {r.rps:.0f} | {r.rps / baseline.rps:.2f} | {r.p99_ms:.1f} | {r.cpu_us:.0f} "
+        ratio = r.extra.get("ratio", r.rps / baseline.rps)
+        p99x = r.extra.get("p99_x_bare", r.p99_ms / baseline.p99_ms)
+        lines.append(f"| {r.name} | {r.rps:.0f} | {ratio:.2f} | {r.p99_ms:.1f} | {p99x:.1f} | {r.cpu_us:.0f} "
                      f"| {r.errors} |")
     return "\n".join(lines)
 
@@ -330,7 +334,8 @@ def main() -> int:
     parser.add_argument("--logins", type=int, default=20, help="cold logins to time [20]")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="rounds over the 1-worker contestants; the table shows the median of each [1]")
+                        help="rounds over the contestants (the 2-worker one: runs in a row); the table shows the "
+                             "median of each [1]")
     parser.add_argument("--quick", action="store_true",
                         help="only the small-body contestants, 1 worker, no cold logins (while iterating)")
     parser.add_argument("--profile", type=Path,
@@ -385,6 +390,14 @@ def main() -> int:
                     spy.send_signal(signal.SIGINT)
                     spy.wait(timeout=60)
         results.extend(median(samples) for samples in rounds.values())
+        # Ratios and p99 multiples round by round (each against the bare proxy of the same round), then
+        # the median: steadier than a ratio of medians while the machine's other load comes and goes.
+        bare_rounds = rounds["bare aiohttp proxy, 1 process (small)"]
+        for result in results:
+            samples = rounds[result.name]
+            result.extra["ratio"] = statistics.median(r.rps / b.rps for r, b in zip(samples, bare_rounds, strict=True))
+            result.extra["p99_x_bare"] = statistics.median(r.p99_ms / b.p99_ms
+                                                           for r, b in zip(samples, bare_rounds, strict=True))
         rss = {"gateway (1 worker)": rss_mib(gateway.proc.pid), "bare proxy": rss_mib(bare.proc.pid)}
         login_gateway, login_direct = (asyncio.run(cold_logins(gateway_url, op, args.logins)) if not args.quick
                                        else (float("nan"), float("nan")))
@@ -394,8 +407,8 @@ def main() -> int:
             gateway2, gateway2_url = start_gateway(tmp, op, upstream_url, workers=2)
             servers.append(gateway2)
             cookie2 = asyncio.run(session_cookie(gateway2_url))
-            results.append(measure("gateway, Redis session, 2 workers (small)", gateway2, gateway2_url + "/",
-                                   args, {"Cookie": cookie2}))
+            results.append(median([measure("gateway, Redis session, 2 workers (small)", gateway2, gateway2_url + "/",
+                                           args, {"Cookie": cookie2}) for _ in range(args.repeat)]))
             workers = [p for p in gateway2.pids() if p != gateway2.proc.pid
                        and b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
             for i, pid in enumerate(workers):
