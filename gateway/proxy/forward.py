@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from time import perf_counter
 
 import aiohttp
@@ -49,6 +49,24 @@ _EMPTY_BODY_STATUSES = frozenset({204, 304})
 _NEEDS_CLEANUP_CLOSED = sys.version_info < (3, 12, 8) or (3, 13, 0) <= sys.version_info < (3, 13, 1)
 
 
+class _UpstreamRequest(aiohttp.ClientRequest):
+    """aiohttp's ClientRequest for the upstream session, whose skip_auto_headers covers every header
+    aiohttp would add by itself: with that set, adding none is the whole of update_auto_headers, so
+    it is done without aiohttp's per-request sort, multidict build and header copy (profiled ~1.5% of
+    a proxied request). Any other skip set takes aiohttp's own path."""
+
+    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
+        if skip_auto_headers != _SKIP_AUTO_HEADERS:
+            super().update_auto_headers(skip_auto_headers)
+            return
+        self._skip_auto_headers = _SKIPPED  # read, never written, by the rest of ClientRequest
+
+
+_SKIPPED: CIMultiDict[None] = CIMultiDict((name, None) for name in sorted(_SKIP_AUTO_HEADERS))
+# Our shortcut is only right while aiohttp's automatic headers are among the skipped ones.
+_AUTO_HEADERS_COVERED = {*aiohttp.ClientRequest.DEFAULT_HEADERS, hdrs.USER_AGENT} <= _SKIP_AUTO_HEADERS
+
+
 def upstream_client_session(limit: int = 512,
                             trace_configs: list[aiohttp.TraceConfig] | None = None) -> aiohttp.ClientSession:
     """The pooled keep-alive session for upstreams; call inside a running loop and close it after.
@@ -65,6 +83,7 @@ def upstream_client_session(limit: int = 512,
         skip_auto_headers=_SKIP_AUTO_HEADERS,
         trust_env=False,  # never route upstream traffic through HTTP(S)_PROXY from the environment
         trace_configs=trace_configs,
+        request_class=_UpstreamRequest if _AUTO_HEADERS_COVERED else aiohttp.ClientRequest,
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from gateway.proxy.forward import upstream_client_session
 from tests.conftest import GatewayServer
 from tests.support.op import browser_login
 
@@ -82,3 +83,16 @@ async def test_upstream_requests_are_counted_by_the_forwarder(gateway_factory: A
     assert f'oidc_gateway_upstream_requests_total{{status="200",upstream="{echo_upstream}"}} 2.0' in metrics
     assert f'oidc_gateway_upstream_request_duration_seconds_count{{upstream="{echo_upstream}"}} 2.0' in metrics
     assert 'oidc_gateway_http_requests_in_flight 1.0' in metrics  # the scrape itself
+
+
+@pytest.mark.parametrize("extra_skip", [None, ["X-Unused"]])  # the shortcut, and aiohttp's own path
+async def test_upstream_session_adds_no_header_of_its_own(echo_upstream: str, extra_skip: list[str] | None) -> None:
+    http = upstream_client_session()
+    try:
+        async with http.post(f"{echo_upstream}/x", headers={"X-Sent": "1"}, data=b"body",
+                             skip_auto_headers=extra_skip) as resp:
+            names = {name.lower() for name, _ in (await resp.json())["headers"]}
+    finally:
+        await http.close()
+    assert "x-sent" in names
+    assert names.isdisjoint({"user-agent", "accept", "accept-encoding", "content-type"})
