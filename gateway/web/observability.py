@@ -92,6 +92,8 @@ class _KeySetCollector(Collector):
 class Metrics:
     def __init__(self) -> None:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._pairs: dict[tuple[str, int], tuple[Any, Any]] = {}  # (route, status) -> counter, latency children
+        self._upstream_counters: dict[tuple[str, str], Any] = {}  # (origin, status) -> counter child
         self.registry = registry = CollectorRegistry()
         self.requests = Counter("oidc_gateway_http_requests_total", "HTTP requests by route and status",
                                 ["route", "status"], registry=registry)
@@ -193,8 +195,11 @@ class Metrics:
 
     def record_upstream(self, origin: str, status: str, seconds: float | None) -> None:
         """One upstream request (the Forwarder's on_upstream): status or "error", time to its headers."""
-        self._child(self.upstream_requests, origin, status).inc()
-        if seconds is not None:
+        counter = self._upstream_counters.get((origin, status))
+        if counter is None:
+            counter = self._upstream_counters[(origin, status)] = self._child(self.upstream_requests, origin, status)
+        counter.inc()
+        if seconds is not None:  # no latency series for an upstream that never answered
             self._child(self.upstream_latency, origin).observe(seconds)
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -211,8 +216,12 @@ class Metrics:
     def request_done(self, route: str, status: int, started: float) -> None:
         """A request left the handler (`started`: its perf_counter() at the start) with `status`."""
         self._in_flight -= 1
-        self._child(self.requests, route, str(status)).inc()
-        self._child(self.latency, route).observe(time.perf_counter() - started)
+        children = self._pairs.get((route, status))
+        if children is None:
+            children = self._pairs[(route, status)] = (self._child(self.requests, route, str(status)),
+                                                       self._child(self.latency, route))
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)
 
     def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
         @web.middleware
