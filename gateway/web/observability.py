@@ -94,6 +94,7 @@ class Metrics:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._pairs: dict[tuple[str, int], tuple[Any, Any]] = {}  # (route, status) -> counter, latency children
         self._upstream_counters: dict[tuple[str, str], Any] = {}  # (origin, status) -> counter child
+        self._upstream_latencies: dict[str, Any] = {}  # origin -> latency child
         self.registry = registry = CollectorRegistry()
         self.requests = Counter("oidc_gateway_http_requests_total", "HTTP requests by route and status",
                                 ["route", "status"], registry=registry)
@@ -200,7 +201,10 @@ class Metrics:
             counter = self._upstream_counters[(origin, status)] = self._child(self.upstream_requests, origin, status)
         counter.inc()
         if seconds is not None:  # no latency series for an upstream that never answered
-            self._child(self.upstream_latency, origin).observe(seconds)
+            latency = self._upstream_latencies.get(origin)
+            if latency is None:
+                latency = self._upstream_latencies[origin] = self._child(self.upstream_latency, origin)
+            latency.observe(seconds)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """metric.labels(*labels), memoised: per-request label lookups are measurable on the hot path."""
