@@ -207,9 +207,10 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     authenticators: list[Authenticator] = [sessions]
     if settings.access.bearer.enabled:
         bearer = settings.access.bearer
-        authenticators.append(app[METRICS].count_bearer(BearerAuthenticator(
+        authenticators.append(BearerAuthenticator(
             verifier, clock=clock, introspect=client.introspect if bearer.introspection else None,
-            negative_ttl=bearer.introspection_negative_ttl, cache_size=bearer.introspection_cache_size)))
+            negative_ttl=bearer.introspection_negative_ttl, cache_size=bearer.introspection_cache_size,
+            on_judged=app[METRICS].record_bearer))
     flow = LoginFlow(settings, client, store, sessions, session_cookie, login_cookie, clock=clock,
                      on_login=app[METRICS].record_login, replay_post=app[PAGES].replay_post)
     backchannel = BackchannelLogout(verifier, store, clock=clock, on_logout=app[METRICS].record_backchannel_logout)

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from gateway.auth.identity import Identity
-from gateway.errors import InvalidToken
+from gateway.errors import GatewayError, InvalidToken
 from gateway.oidc.verify import Claims, TokenVerifier
 
 __all__ = ["BearerAuthenticator", "bearer_token"]
@@ -47,7 +47,9 @@ def bearer_token(request: web.Request) -> str | None:
 class BearerAuthenticator:
     def __init__(self, verifier: TokenVerifier, *, clock: Callable[[], float], cache_size: int = 10_000,
                  introspect: Callable[[str], Awaitable[Claims | None]] | None = None,
-                 negative_ttl: float = 30.0) -> None:
+                 negative_ttl: float = 30.0,
+                 on_judged: Callable[[GatewayError | None], None] | None = None) -> None:
+        self._on_judged = on_judged  # each token judged: None when it was accepted, else the error raised
         self._verifier = verifier
         self._clock = clock
         self._cache_size = cache_size
@@ -65,8 +67,22 @@ class BearerAuthenticator:
         if hit is not None:
             if self._clock() < hit[0]:
                 self._verified.move_to_end(digest)
+                if self._on_judged is not None:
+                    self._on_judged(None)
                 return hit[1]
             del self._verified[digest]
+        try:
+            identity = await self._judge(token, digest)
+        except GatewayError as exc:  # InvalidToken, or e.g. the OP's keys could not be loaded
+            if self._on_judged is not None:
+                self._on_judged(exc)
+            raise
+        if self._on_judged is not None:
+            self._on_judged(None)
+        return identity
+
+    async def _judge(self, token: str, digest: bytes) -> Identity:
+        """A token not in the cache: verified (or introspected), remembered when good."""
         if token.count(".") != 2:
             if self._introspect is None:
                 raise InvalidToken("not a JWT")

@@ -29,7 +29,6 @@ from prometheus_client.registry import Collector
 
 from gateway import __version__
 from gateway.auth.identity import IDENTITY
-from gateway.auth.middleware import Authenticator
 from gateway.errors import GatewayError, InvalidToken
 from gateway.oidc.jwks import KeySet
 from gateway.proxy.headers import REQUEST_ID
@@ -92,6 +91,7 @@ class _KeySetCollector(Collector):
 class Metrics:
     def __init__(self) -> None:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._bearer_valid: Any = None
         self._pairs: dict[tuple[str, int], tuple[Any, Any]] = {}  # (route, status) -> counter, latency children
         self._upstream_counters: dict[tuple[str, str], Any] = {}  # (origin, status) -> counter child
         self._upstream_latencies: dict[str, Any] = {}  # origin -> latency child
@@ -166,9 +166,16 @@ class Metrics:
         """The same store, each coroutine call timed and its failures counted by operation."""
         return cast(SessionStore, _InstrumentedStore(store, self.store_latency, self.store_errors))
 
-    def count_bearer(self, authenticator: Authenticator) -> Authenticator:
-        """The same authenticator, each Bearer token it judged counted by outcome."""
-        return _CountedBearer(authenticator, self.bearer)
+    def record_bearer(self, error: GatewayError | None) -> None:
+        """One Bearer token judged (BearerAuthenticator's on_judged): None = valid, else what was raised."""
+        if error is None:
+            if self._bearer_valid is None:  # looked up on first use: no series before that
+                self._bearer_valid = self.bearer.labels(outcome="valid", reason="none")
+            self._bearer_valid.inc()
+        elif isinstance(error, InvalidToken):
+            self.bearer.labels(outcome="invalid", reason=_slug(error.detail)).inc()
+        else:  # e.g. the OP's keys could not be loaded
+            self.bearer.labels(outcome="error", reason=error.code).inc()
 
     def upstream_trace(self) -> aiohttp.TraceConfig:
         """Client tracing for the upstream ClientSession: latency to response headers, status, errors."""
@@ -274,28 +281,6 @@ class _InstrumentedStore:
 
         self.__dict__[name] = timed  # found directly from now on: __getattr__ runs once per method
         return timed
-
-
-class _CountedBearer:
-    def __init__(self, inner: Authenticator, counter: Counter) -> None:
-        self._inner = inner
-        self._counter = counter
-        self._valid: Any = None  # the hot path's child, looked up on first use (no series before that)
-
-    async def authenticate(self, request: web.Request) -> Any:
-        try:
-            identity = await self._inner.authenticate(request)
-        except InvalidToken as exc:
-            self._counter.labels(outcome="invalid", reason=_slug(exc.detail)).inc()
-            raise
-        except GatewayError as exc:  # e.g. the OP's keys could not be loaded
-            self._counter.labels(outcome="error", reason=exc.code).inc()
-            raise
-        if identity is not None:
-            if self._valid is None:
-                self._valid = self._counter.labels(outcome="valid", reason="none")
-            self._valid.inc()
-        return identity
 
 
 _ACCESS_LINE = '%s "%s %s" %d %d %.1fms'
