@@ -23,7 +23,7 @@ from gateway.session.store import SessionStore
 
 __all__ = ["SessionAuthenticator"]
 
-_IDENTITY_CACHE_SIZE = 10_000
+_IDENTITY_CACHE_SIZE = 1024  # the sessions in use right now; an entry outlives its store copy only until evicted
 
 
 class SessionAuthenticator:
@@ -52,9 +52,11 @@ class SessionAuthenticator:
             return None
         session = await self._store.get(sid)
         if session is None:
+            self._identities.pop(sid, None)  # ended (sign-out, back-channel logout, expiry): forget it now
             return None
         now = self._clock()
         if self.ttl(session, now) <= 0:
+            self._identities.pop(sid, None)
             await self._store.delete(sid)
             return None
         if now - session.last_seen >= self._touch_interval:
