@@ -36,7 +36,7 @@ from gateway.oidc.client import OIDCClient
 from gateway.oidc.jwks import KeySet
 from gateway.oidc.metadata import ProviderState
 from gateway.oidc.verify import BearerIssuer, TokenVerifier
-from gateway.proxy.forward import Forwarder, upstream_client_session
+from gateway.proxy.forward import Forwarder, expect_later, upstream_client_session
 from gateway.proxy.headers import IdentityHeaders
 from gateway.proxy.routes import UpstreamTable
 from gateway.session.connect import redis_client
@@ -309,7 +309,8 @@ def create_app(settings: Settings, *, clock: Clock = time.time, config_path: Pat
     router.add_route("*", "/oauth2/{tail:[\\s\\S]*}", _not_found, name="oauth2_unknown")
     if ASSERTION in app:  # the gateway's own: never proxied while assertions are on
         router.add_get("/.well-known/jwks.json", app[ASSERTION].jwks, name="assertion_jwks")
-    router.add_route("*", "/{tail:[\\s\\S]*}", _delegate(lambda c: c.forwarder), name=PROXY_ROUTE)
+    router.add_route("*", "/{tail:[\\s\\S]*}", _delegate(lambda c: c.forwarder), name=PROXY_ROUTE,
+                     expect_handler=expect_later)
     return app
 
 

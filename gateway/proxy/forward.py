@@ -10,6 +10,11 @@ body over max_body_size is refused with 413. The server in front must run with
 `auto_decompress=False` (gateway.app.SERVER_OPTIONS), or aiohttp would hand over a decoded request
 body under the client's Content-Encoding and Content-Length. Websocket upgrades are relayed message
 by message (gateway.proxy.websocket); on an upstream with `websockets: false` an upgrade is a 400.
+
+`Expect: 100-continue`: the proxy route is registered with `expect_later` instead of aiohttp's
+handler (which answers 100 before any check runs), and the 100 is sent here, once the request has
+passed authentication, the access policy and the size check: a client is never invited to upload a
+body that is then refused.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from gateway.proxy.headers import REQUEST_ID, IdentityHeaders, downstream_header
 from gateway.proxy.routes import Route, UpstreamTable
 from gateway.proxy.websocket import splice
 
-__all__ = ["CHUNK_SIZE", "Forwarder", "UpstreamObserver", "upstream_client_session"]
+__all__ = ["CHUNK_SIZE", "Forwarder", "UpstreamObserver", "expect_later", "upstream_client_session"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +98,13 @@ def upstream_client_session(limit: int = 512,
 # --- the handler -----------------------------------------------------------------------------
 
 
+_HTTP11 = aiohttp.HttpVersion11
+
+
+async def expect_later(request: web.Request) -> None:
+    """The proxy route's expect handler: no 100 Continue yet (the Forwarder sends it)."""
+
+
 class Forwarder:
     """The proxy handler: `await forwarder(request)` streams `request` to its upstream."""
 
@@ -130,6 +142,9 @@ class Forwarder:
         if websocket:
             return await self._websocket(request, route, url, headers)
         body = self._body(request)
+        if body is not None and request.version >= _HTTP11 and \
+                request.headers.get(hdrs.EXPECT, "").lower() == "100-continue":
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         started = perf_counter()
         try:
             upstream = await self._http.request(

@@ -4,6 +4,7 @@ logged) and the request-head deadline (slow clients are cut off, slow bodies and
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -176,3 +177,41 @@ async def test_others_are_served_while_slow_clients_wait_to_be_cut(start_gateway
     finally:
         for _, writer in stalled:
             writer.close()
+
+
+# --- Expect: 100-continue ------------------------------------------------------------------------------
+
+
+def expect(path: str, length: int) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: application/json\r\nExpect: 100-continue\r\n"
+            f"Content-Length: {length}\r\nConnection: close\r\n\r\n").encode()
+
+
+async def first_status(gw: Gateway, data: bytes) -> tuple[int, asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gw))
+    writer.write(data)
+    line = await asyncio.wait_for(reader.readuntil(b"\r\n"), 10)
+    return int(line.split(b" ")[1]), reader, writer
+
+
+async def test_no_100_continue_for_a_body_that_will_be_refused(start_gateway: Start) -> None:
+    """The client must not start an upload the gateway is going to refuse: over max_body_size (413),
+    or without an identity (401); the refusal comes instead of 100 Continue."""
+    gw = await start_gateway(max_body_size=1000, access={"public_paths": ["^/pub"]})
+    for path, length, refused in (("/pub/x", 10**8, 413), ("/private/x", 10, 401)):
+        status, _, writer = await first_status(gw, expect(path, length))
+        writer.close()
+        assert status == refused, (path, status)
+
+
+async def test_100_continue_then_the_body_is_forwarded(start_gateway: Start) -> None:
+    gw = await start_gateway(max_body_size=1000, access={"public_paths": ["^/pub"]})
+    status, reader, writer = await first_status(gw, expect("/pub/x", 5))
+    try:
+        assert status == 100
+        await reader.readuntil(b"\r\n")  # the blank line after the interim response
+        writer.write(b"hello")
+        status, _, body = parse(await asyncio.wait_for(reader.read(), 10))
+        assert status == 200 and json.loads(body)["body_sha256"] == hashlib.sha256(b"hello").hexdigest()
+    finally:
+        writer.close()
