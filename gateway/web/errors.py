@@ -1,4 +1,5 @@
-"""error_middleware: the only place that turns a failure into an HTTP answer.
+"""gateway_middleware: the one middleware layer (request id, metrics, the proxy route's AuthGate) and the
+only place that turns a failure into an HTTP answer.
 
 A GatewayError becomes its fixed status with a small self-contained HTML page for browsers (Accept
 contains text/html; gateway.web.pages, in the reader's language) or JSON `{"error",
@@ -28,7 +29,7 @@ from gateway.web.observability import Metrics
 from gateway.web.pages import SECURITY_HEADERS, Pages
 from gateway.web.request_id import HEADER, RequestIds, request_id_of, sane_request_id
 
-__all__ = ["error_middleware", "gateway_middleware", "render_error", "render_failure"]
+__all__ = ["gateway_middleware", "render_error", "render_failure"]
 
 log = logging.getLogger(__name__)
 
@@ -60,25 +61,10 @@ def render_failure(request: web.Request, exc: BaseException, pages: Pages) -> we
     return render_error(request, GatewayError(), pages)
 
 
-def error_middleware(pages: Pages) -> Middleware:
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except GatewayError as exc:
-            return render_failure(request, exc, pages)
-        except (web.HTTPException, asyncio.CancelledError, ConnectionResetError):
-            raise
-        except Exception as exc:  # noqa: BLE001 - the last line of defence: never a stack trace to the client
-            return render_failure(request, exc, pages)
-
-    return middleware
-
-
 def gateway_middleware(pages: Pages, metrics: Metrics, gate_of: Callable[[web.Request], AuthGate]) -> Middleware:
-    """request_id_middleware, error_middleware, the metrics middleware and the proxy route's AuthGate
-    (`gate_of(request)`: the one in force, reloads replace it) folded into one layer, in that order
-    from the outside in: the same behaviour, without three coroutine frames and partials per request."""
+    """The request id, failure rendering, request metrics and the proxy route's AuthGate (`gate_of(request)`:
+    the one in force, reloads replace it) in one layer, in that order from the outside in (one coroutine
+    frame per request instead of four)."""
     in_flight, done = metrics.request_started, metrics.request_done
     new_id = RequestIds()
 

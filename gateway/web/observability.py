@@ -16,13 +16,12 @@ import logging
 import re
 import time
 import types
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, cast
 
 import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -33,7 +32,7 @@ from gateway.errors import GatewayError, InvalidToken
 from gateway.oidc.jwks import KeySet
 from gateway.proxy.headers import REQUEST_ID
 from gateway.session.store import SessionStore
-from gateway.web.logs import TEXT_FORMAT, bind_request, configure_logging, emit_info
+from gateway.web.logs import TEXT_FORMAT, configure_logging, emit_info
 
 __all__ = ["LOG_FORMAT", "AccessLogger", "Metrics", "configure_logging"]
 
@@ -233,26 +232,6 @@ class Metrics:
                                                        self._child(self.latency, route))
         children[0].inc()
         children[1].observe(time.perf_counter() - started)
-
-    def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-        @web.middleware
-        async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-            bind_request(request)  # log records from here on carry this request's id
-            started = time.perf_counter()
-            route = request.match_info.route.name or "other"
-            status = 500
-            self.request_started()
-            try:
-                response = await handler(request)
-                status = response.status
-                return response
-            except (web.HTTPException, GatewayError) as exc:  # the error middleware outside renders it
-                status = exc.status
-                raise
-            finally:
-                self.request_done(route, status, started)
-
-        return metrics_middleware
 
 
 class _InstrumentedStore:

@@ -1,9 +1,10 @@
-"""request_id_middleware: one id per request, shown on every page and sent upstream as X-Request-Id.
+"""Request ids: one per request (set by gateway.web.errors.gateway_middleware), shown on every page and
+sent upstream as X-Request-Id.
 
 Trusts a client's X-Request-Id only when it is exactly one header whose value is a sane token:
 1-128 characters of `A-Z a-z 0-9 . _ -` (so it can't inject markup, log lines or header syntax).
 Anything else, and no header, gets a fresh random id (128 bits, hex). The id is stored in
-`request[REQUEST_ID]` before any other middleware runs; the forwarder sends it upstream and the
+`request[REQUEST_ID]` before anything else runs; the forwarder sends it upstream and the
 error pages and JSON show it, so a user can quote it and an operator can find the request.
 """
 
@@ -15,11 +16,10 @@ import secrets
 from collections.abc import Sequence
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from gateway.proxy.headers import REQUEST_ID
 
-__all__ = ["REQUEST_ID", "RequestIds", "new_request_id", "request_id_middleware", "request_id_of", "sane_request_id"]
+__all__ = ["REQUEST_ID", "RequestIds", "new_request_id", "request_id_of", "sane_request_id"]
 
 HEADER = "X-Request-Id"
 _SANE = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -62,9 +62,3 @@ def request_id_of(request: web.Request) -> str:
     if rid is None:
         rid = request[REQUEST_ID] = new_request_id()
     return rid
-
-
-@web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request[REQUEST_ID] = sane_request_id(request.headers.getall(HEADER, [])) or new_request_id()
-    return await handler(request)
