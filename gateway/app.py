@@ -32,6 +32,7 @@ from gateway.auth.policy import AccessPolicy
 from gateway.auth.preserve import PostPreserver
 from gateway.auth.refresh import Refresher
 from gateway.config import Settings
+from gateway.errors import NotFound
 from gateway.oidc.client import OIDCClient
 from gateway.oidc.jwks import KeySet
 from gateway.oidc.metadata import ProviderState
@@ -271,7 +272,7 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 
 
 async def _not_found(request: web.Request) -> web.StreamResponse:
-    raise web.HTTPNotFound()  # /oauth2/ is the gateway's own namespace: never proxied
+    raise NotFound()  # /oauth2/ is the gateway's own namespace: never proxied
 
 
 def create_app(settings: Settings, *, clock: Clock = time.time, config_path: Path | None = None) -> web.Application:

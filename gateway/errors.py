@@ -10,6 +10,8 @@
         LoginExpired(400, "login_expired")      unknown, expired or reused state
         LoginCancelled(400, "login_cancelled")  the OP answered access_denied (the user said no)
       InvalidRequest(400, "invalid_request")    a machine request we reject (bad logout_token); always JSON
+      BadRequest(400, "bad_request")            a request the gateway will not pass on (dot segments, ...)
+      NotFound(404, "not_found")                /oauth2/ paths that are not ours, request targets not a path
       ProviderError(502, "provider_error")      .error = OAuth code; compare codes, not text
       ProviderUnavailable(503, "provider_unavailable")  OP metadata not loaded / OP unreachable
       StoreUnavailable(503, "store_unavailable")
@@ -28,6 +30,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "BadRequest",
     "ConfigError",
     "Forbidden",
     "GatewayError",
@@ -36,6 +39,7 @@ __all__ = [
     "LoginCancelled",
     "LoginError",
     "LoginExpired",
+    "NotFound",
     "PayloadTooLarge",
     "ProviderError",
     "ProviderUnavailable",
@@ -114,6 +118,18 @@ class InvalidRequest(GatewayError):
     code = "invalid_request"
     default_detail = "The request is not valid."
     html = False
+
+
+class BadRequest(GatewayError):
+    status = 400
+    code = "bad_request"
+    default_detail = "The request is not valid."
+
+
+class NotFound(GatewayError):
+    status = 404
+    code = "not_found"
+    default_detail = "There is nothing at this address."
 
 
 class ProviderError(GatewayError):

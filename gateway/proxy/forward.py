@@ -33,7 +33,7 @@ from yarl import URL
 from gateway.auth.assertion import IdentityAssertion
 from gateway.auth.identity import IDENTITY
 from gateway.auth.policy import has_dot_segment
-from gateway.errors import PayloadTooLarge, UpstreamError, UpstreamTimeout
+from gateway.errors import BadRequest, NotFound, PayloadTooLarge, UpstreamError, UpstreamTimeout
 from gateway.proxy.headers import REQUEST_ID, IdentityHeaders, downstream_headers, upstream_headers
 from gateway.proxy.routes import Route, UpstreamTable
 from gateway.proxy.websocket import splice
@@ -126,12 +126,12 @@ class Forwarder:
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         route = self._routes.match(request.path)
         if route is None:
-            raise web.HTTPNotFound()
+            raise NotFound()
         if has_dot_segment(request.path):
-            raise web.HTTPBadRequest(text="Bad Request: dot segments are not allowed in the path")
+            raise BadRequest("Dot segments (. or ..) are not allowed in the path.")
         websocket = request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
         if websocket and not route.upstream.websockets:
-            raise web.HTTPBadRequest(text="Bad Request: websockets are not enabled for this path")
+            raise BadRequest("Websockets are not enabled for this path.")
         headers = upstream_headers(request.headers, request.get(IDENTITY), cookie_names=self._cookie_names,
                                    peer=request.remote, forwarded_proto=self._proto,
                                    pass_host=route.upstream.pass_host_header, websocket=websocket,
@@ -234,7 +234,7 @@ class Forwarder:
         offered = tuple(filter(None, (p.strip() for p in
                                       request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(","))))
         if not web.WebSocketResponse(protocols=offered).can_prepare(request).ok:
-            raise web.HTTPBadRequest(text="Bad Request: invalid websocket handshake")
+            raise BadRequest("The websocket handshake is not valid.")
         started = perf_counter()
         try:
             # ws_connect has no connect/read split: bound the whole handshake by both.

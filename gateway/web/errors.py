@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from gateway.auth.middleware import PROXY_ROUTE, AuthGate, wants_html
-from gateway.errors import GatewayError, InvalidToken, Unauthenticated
+from gateway.errors import GatewayError, InvalidToken, NotFound, Unauthenticated
 from gateway.proxy.headers import REQUEST_ID
 from gateway.web.logs import bind_request
 from gateway.web.observability import Metrics
@@ -89,6 +89,8 @@ def gateway_middleware(pages: Pages, metrics: Metrics, gate_of: Callable[[web.Re
                 done(route, status, started)
         except GatewayError as exc:
             return render_failure(request, exc, pages)
+        except web.HTTPNotFound:  # the router's: a request target that is not a path (CONNECT, OPTIONS *)
+            return render_failure(request, NotFound(), pages)
         except (web.HTTPException, asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception as exc:  # noqa: BLE001 - the last line of defence: never a stack trace to the client

@@ -30,7 +30,7 @@ from gateway.auth.assertion import IdentityAssertion
 from gateway.auth.identity import Identity
 from gateway.auth.middleware import Authenticator, authenticate
 from gateway.auth.policy import AccessPolicy
-from gateway.errors import GatewayError, ProviderUnavailable, Unauthenticated
+from gateway.errors import BadRequest, GatewayError, ProviderUnavailable, Unauthenticated
 from gateway.oidc.metadata import ProviderState
 from gateway.session.store import SessionStore
 from gateway.web.observability import Metrics
@@ -109,11 +109,11 @@ def original_request(request: web.Request) -> tuple[str, str]:
     envoy = request.raw_path.removeprefix(_AUTH_PATH) if request.path.startswith(_AUTH_PATH + "/") else "/"
     uri = next((request.headers[h] for h in _URI_HEADERS if request.headers.get(h)), envoy)
     if any(not 0x21 <= ord(c) <= 0x7E for c in uri):
-        raise web.HTTPBadRequest(text="Bad Request: invalid original URI")
+        raise BadRequest("The original URI is not valid.")
     try:
         path = URL(uri, encoded=True).path
     except ValueError:
-        raise web.HTTPBadRequest(text="Bad Request: invalid original URI") from None
+        raise BadRequest("The original URI is not valid.") from None
     if not path.startswith("/"):
-        raise web.HTTPBadRequest(text="Bad Request: invalid original URI")
+        raise BadRequest("The original URI is not valid.")
     return method, path

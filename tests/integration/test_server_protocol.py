@@ -215,3 +215,24 @@ async def test_100_continue_then_the_body_is_forwarded(start_gateway: Start) -> 
         assert status == 200 and json.loads(body)["body_sha256"] == hashlib.sha256(b"hello").hexdigest()
     finally:
         writer.close()
+
+
+# --- requests the gateway will not pass on: its own answer shape, never aiohttp's plain text ---------
+
+
+@pytest.mark.parametrize(("head", "status", "code"), [
+    ("CONNECT evil.example:443 HTTP/1.1", 404, "not_found"),
+    ("OPTIONS * HTTP/1.1", 404, "not_found"),
+    ("GET /oauth2/nothing-here HTTP/1.1", 404, "not_found"),
+    ("GET /pub/ws HTTP/1.1\r\nUpgrade: websocket", 400, "bad_request"),  # no Sec-WebSocket-Key
+])
+async def test_refusals_have_the_gateway_shape(start_gateway: Start, head: str, status: int, code: str) -> None:
+    gw = await start_gateway(access={"public_paths": ["^/pub"]})
+    request = f"{head}\r\nHost: 127.0.0.1\r\nAccept: application/json\r\nConnection: close\r\n\r\n".encode()
+    got, headers, body = parse(await exchange(gw, request))
+    assert got == status and headers["content-type"].startswith("application/json")
+    payload = json.loads(body)
+    assert payload["error"] == code and payload["request_id"] == headers["x-request-id"]
+    browser = request.replace(b"application/json", b"text/html")
+    got, headers, body = parse(await exchange(gw, browser))
+    assert got == status and headers["content-type"].startswith("text/html") and b"<html" in body
