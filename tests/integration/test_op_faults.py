@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import signal
-import subprocess
-import tempfile
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -32,7 +28,7 @@ from yarl import URL
 from gateway.oidc.metadata import PROBE_INTERVAL
 from tests.conftest import Gateway, deep_merge, free_port
 from tests.integration.test_bearer import jwt_access_token
-from tests.support.op import OP_DIR, TestOP, browser_login
+from tests.support.op import TestOP, browser_login
 
 API = {"Accept": "application/json"}
 HTML = {"Accept": "text/html"}
@@ -47,22 +43,8 @@ class ControlledOP(TestOP):
 
     jwks_file: Path = field(default_factory=Path)
 
-    def start(self) -> None:
-        node = shutil.which("node")
-        assert node is not None, "node is not on PATH"
-        if not self.port:
-            self.port = free_port()
-        self._log = tempfile.TemporaryFile()
-        env = {**os.environ, "OP_PORT": str(self.port), "OP_ISSUER": self.issuer,
-               "OP_ACCESS_TOKEN_TTL": str(self.access_token_ttl), "OP_ID_TOKEN_TTL": str(self.id_token_ttl),
-               "OP_JWKS_FILE": str(self.jwks_file)}
-        self._proc = subprocess.Popen([node, "server.js"], cwd=OP_DIR, env=env,  # noqa: S603
-                                      stdout=self._log, stderr=subprocess.STDOUT)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
+    def _environment(self) -> dict[str, str]:
+        return {**super()._environment(), "OP_JWKS_FILE": str(self.jwks_file)}
 
     def kill(self) -> None:
         """SIGKILL: the OP crashes, its connections are reset."""

@@ -91,23 +91,26 @@ class TestOP:
             raise RuntimeError("node is not on PATH; the test OP needs Node.js >= 20")
         if not (OP_DIR / "node_modules" / "oidc-provider").is_dir():
             raise RuntimeError(f"oidc-provider is not installed: run `npm ci` in {OP_DIR}")
-        self.port = _free_port()
+        if not self.port:  # a restart keeps the port
+            self.port = _free_port()
         self._log = tempfile.TemporaryFile()  # closed in stop()
-        env = {
-            **os.environ,
-            "OP_PORT": str(self.port),
-            "OP_ISSUER": self.issuer,
-            "OP_ACCESS_TOKEN_TTL": str(self.access_token_ttl),
-            "OP_ID_TOKEN_TTL": str(self.id_token_ttl),
-        }
         self._proc = subprocess.Popen(
-            [node, "server.js"], cwd=OP_DIR, env=env, stdout=self._log, stderr=subprocess.STDOUT
+            [node, "server.js"], cwd=OP_DIR, env=self._environment(), stdout=self._log, stderr=subprocess.STDOUT
         )
         try:
             self._wait_ready()
         except BaseException:
             self.stop()
             raise
+
+    def _environment(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "OP_PORT": str(self.port),
+            "OP_ISSUER": self.issuer,
+            "OP_ACCESS_TOKEN_TTL": str(self.access_token_ttl),
+            "OP_ID_TOKEN_TTL": str(self.id_token_ttl),
+        }
 
     def _wait_ready(self) -> None:
         assert self._proc is not None
