@@ -198,19 +198,21 @@ class LoginFlow:
         The browser ends up on `rd`, or on the signed-out page when there is none."""
         rd = safe_return_path(request.query["rd"]) if "rd" in request.query else SIGNED_OUT_PATH
         loaded = await self._sessions.load(request)
-        id_token = None
+        id_token = refresh_token = None
         if loaded is not None:
             sid, session = loaded
-            id_token = session.id_token
+            id_token, refresh_token = session.id_token, session.refresh_token
             await self._store.delete(sid)  # first: a copied cookie stops working on every replica
-        # An OP that does not answer can neither revoke nor show its logout page: the local sign-out
-        # stands, and the browser lands here rather than on a connection error.
-        reachable = await self._op_reachable()
-        if loaded is not None and loaded[1].refresh_token and reachable:
-            await self._client.revoke(loaded[1].refresh_token)
         post_logout = self._settings.oidc.post_logout_redirect_url or f"{self._settings.public_url}{rd}"
         end_session = self._client.end_session_url(id_token=id_token, post_logout_redirect=post_logout,
-                                                   state=self._session_cookie.new_id()) if reachable else None
+                                                   state=self._session_cookie.new_id())
+        # An OP that does not answer can neither revoke nor show its logout page: the local sign-out
+        # stands, and the browser lands here rather than on a connection error. Asked only when there
+        # is something to do at the OP.
+        if (refresh_token or end_session is not None) and not await self._op_reachable():
+            refresh_token = end_session = None
+        if refresh_token:
+            await self._client.revoke(refresh_token)
         location = str(end_session) if end_session is not None else rd
         response = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
         self._session_cookie.clear(response)

@@ -60,7 +60,7 @@ def _status_of(exc: BaseException | None, head: bytes) -> int:
 
 def _is_target(exc: LineTooLong, head: bytes) -> bool:
     """Did the request target overflow? aiohttp reports the first 100 bytes of the overlong line, so
-    compare them with the target in the first bytes the client sent."""
+    compare them with the target in the chunk that failed (a head in one chunk: the request line)."""
     first_line = head.split(b"\n", 1)[0]
     parts = first_line.split(b" ", 2)
     excerpt = exc.args[0] if exc.args and isinstance(exc.args[0], bytes) else b""
@@ -90,7 +90,7 @@ class GatewayProtocol(RequestHandler):
         super().__init__(manager, **kwargs)
         self._head_deadline = manager.header_timeout
         self._head_timer: asyncio.TimerHandle | None = None
-        self._head = b""  # the first chunk of a request head that failed to parse (for its refusal)
+        self._head = b""  # the chunk in which a request head failed to parse (for its refusal)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
