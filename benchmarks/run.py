@@ -1,7 +1,7 @@
 """The benchmark: one command, every contestant measured in the same run, ratios to the bare proxy.
 
     benchmarks/run [--duration 10] [--connections 32] [--threads 1] [--repeat 1] [--json results.json]
-                   [--quick] [--profile F]
+                   [--quick] [--apache | --no-apache] [--profile F]
 
 Starts an upstream (nginx from Debian when present, else an aiohttp one), the test OP (node
 oidc-provider), the bare aiohttp proxy baseline and the gateway (Redis sessions), logs in for real to
@@ -9,6 +9,10 @@ get a session cookie, fetches a JWT access token (client_credentials with a reso
 drives wrk on loopback against: the upstream directly, the bare proxy, the gateway with a Redis
 session, with a Bearer JWT, and /oauth2/auth; small and 64 KiB bodies; 1 and 2 workers. Also cold
 login latency (median of 20, and the same flow straight against the OP) and RSS after load.
+When Debian's apache2-bin and libapache2-mod-auth-openidc are installed, Apache with mod_auth_openidc
+(2 processes, event MPM; benchmarks/apache/) in the same run, signed in at the same OP, in front of the
+same upstream, small body: session in its shared-memory cache, in Redis, and a Bearer JWT; measured in
+rounds alternating with the 2-worker gateway, and the gateway's req/s and CPU us/req as a ratio to it.
 CPU microseconds per request come from /proc (utime+stime of the server's processes).
 Not part of the test suite: it asserts nothing, it reports.
 """
@@ -31,6 +35,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +45,8 @@ from yarl import URL
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import apache_oidc  # noqa: E402 - benchmarks/apache_oidc.py, needs the repository on sys.path
 
 from tests.integration.test_bearer import jwt_access_token  # noqa: E402
 from tests.support.op import TestOP, browser_login  # noqa: E402
@@ -117,11 +124,17 @@ class Server:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
+            pids = self.pids()
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                for pid in reversed(pids):  # the workers too (Apache's children outlive a killed parent)
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                self.proc.wait()
 
 
 @dataclass
@@ -135,10 +148,10 @@ class Result:
 
 
 def start(name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None,
-          cwd: Path | None = None) -> Server:
+          cwd: Path | None = None, preexec_fn: Callable[[], None] | None = None) -> Server:
     log = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                            cwd=cwd)
+                            cwd=cwd, preexec_fn=preexec_fn)  # noqa: PLW1509 - only prctl, no locks
     return Server(name, proc)
 
 
@@ -252,8 +265,10 @@ def measure(name: str, server: Server, url: str, args: argparse.Namespace,
     rps, p99, requests, errors = wrk(url, headers=headers or {}, duration=args.duration,
                                      connections=args.connections, threads=args.threads)
     cpu_us = (cpu_seconds(pids) - before) / max(requests, 1) * 1e6
+    if set(server.pids()) - set(pids):
+        print(f"  warning: {name}: processes started during the run; their CPU is not counted", flush=True)
     result = Result(name, rps, p99, cpu_us, errors)
-    print(f"  {name:<44} {rps:>9.0f} req/s  p99 {p99:>6.1f} ms  {cpu_us:>6.0f} us/req  errors {errors}",
+    print(f"  {name:<52} {rps:>9.0f} req/s  p99 {p99:>6.1f} ms  {cpu_us:>6.0f} us/req  errors {errors}",
           flush=True)
     return result
 
@@ -320,6 +335,67 @@ def table(results: list[Result], baseline: Result) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Apache:
+    """One Apache + mod_auth_openidc contestant: the server, its URL and the session cookie it issued."""
+
+    label: str  # "shm" | "Redis"
+    server: Server
+    url: str
+    cookie: str
+
+
+def start_apache(tmp: Path, op: TestOP, upstream: str, *, redis: bool) -> Apache | None:
+    """Apache with mod_auth_openidc on a free port, signed in; None (and why, printed) if it fails."""
+    label = "Redis" if redis else "shm"
+    port = free_port()
+    directory = tmp / f"apache-{label.lower()}"
+    argv, env = apache_oidc.start_argv(directory, port=port, op=op, upstream=upstream,
+                                       redis=URL(REDIS_URL).authority if redis else None)
+    server = start(f"apache-{label.lower()}", argv, tmp, env=env, preexec_fn=apache_oidc.preexec())
+    url = f"http://127.0.0.1:{port}"
+    problem = apache_oidc.wait_ready(server.proc, url + "/", directory)
+    try:
+        cookie = asyncio.run(apache_oidc.session_cookie(url)) if problem is None else ""
+    except (RuntimeError, StopIteration, aiohttp.ClientError) as exc:
+        problem = f"login failed: {exc!r}"
+    if problem is not None:
+        server.stop()
+        print(f"mod_auth_openidc ({label}): skipped: {problem}", flush=True)
+        return None
+    return Apache(label, server, url, cookie)
+
+
+# (what, the gateway's row, mod_auth_openidc's row); the first is the issue's target (>= 1.0x req/s).
+VERSUS = (
+    ("Redis session, 2 workers / mod_auth_openidc shm session", "gateway, Redis session, 2 workers (small)",
+     "mod_auth_openidc, shm session, 2 processes (small)"),
+    ("Bearer JWT, 2 workers / mod_auth_openidc Bearer JWT", "gateway, Bearer JWT, 2 workers (small)",
+     "mod_auth_openidc, Bearer JWT, 2 processes (small)"),
+    ("Redis session, 2 workers / mod_auth_openidc Redis session", "gateway, Redis session, 2 workers (small)",
+     "mod_auth_openidc, Redis session, 2 processes (small)"),
+    ("Redis session, 1 worker / mod_auth_openidc shm session", "gateway, Redis session, 1 worker (small)",
+     "mod_auth_openidc, shm session, 2 processes (small)"),
+)
+
+
+def versus(rounds: dict[str, list[Result]], second: dict[str, list[Result]]) -> dict[str, dict[str, float]]:
+    """The gateway against mod_auth_openidc: req/s and CPU us/req ratios, round by round when both ran in
+    the same rounds (`second`; then the median), else the ratio of their medians."""
+    out: dict[str, dict[str, float]] = {}
+    everything = {**rounds, **second}
+    for what, ours, theirs in VERSUS:
+        if ours not in everything or theirs not in everything:
+            continue
+        a, b = everything[ours], everything[theirs]
+        pairs = list(zip(a, b, strict=True)) if ours in second and theirs in second else [(median(a), median(b))]
+        out[what] = {"rps_ratio": statistics.median(x.rps / y.rps for x, y in pairs),
+                     "cpu_us_ratio": statistics.median(x.cpu_us / y.cpu_us for x, y in pairs),
+                     "gateway_rps": median(a).rps, "gateway_cpu_us": median(a).cpu_us,
+                     "mod_auth_openidc_rps": median(b).rps, "mod_auth_openidc_cpu_us": median(b).cpu_us}
+    return out
+
+
 def workers_supported() -> bool:
     from gateway.config import Settings
 
@@ -334,10 +410,14 @@ def main() -> int:
     parser.add_argument("--logins", type=int, default=20, help="cold logins to time [20]")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="rounds over the contestants (the 2-worker one: runs in a row); the table shows the "
-                             "median of each [1]")
+                        help="rounds over the contestants (the 2-worker gateway and mod_auth_openidc: rounds of "
+                             "their own, after the others); the table shows the median of each [1]")
     parser.add_argument("--quick", action="store_true",
-                        help="only the small-body contestants, 1 worker, no cold logins (while iterating)")
+                        help="only the small-body contestants, 1 worker, no cold logins, no Apache unless "
+                             "--apache (while iterating)")
+    parser.add_argument("--apache", action=argparse.BooleanOptionalAction, default=None,
+                        help="Apache + mod_auth_openidc contestants [on in full runs when installed, off with "
+                             "--quick]")
     parser.add_argument("--profile", type=Path,
                         help="record the 1-worker gateway with py-spy (raw format) during the small-body session "
                              "and Bearer runs, into F.session.txt and F.bearer.txt (the CPU figures then "
@@ -363,8 +443,10 @@ def main() -> int:
         servers.append(gateway)
         cookie = asyncio.run(session_cookie(gateway_url))
         bearer = asyncio.run(jwt_access_token(op))
-        print(f"machine: {os.cpu_count()} cores, wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
-              f"upstream {upstream.name}", flush=True)
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        machine = (f"{os.cpu_count()} cores, wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
+                   f"upstream {upstream.name}")
+        print(f"started {started}; machine: {machine}", flush=True)
 
         results: list[Result] = []
         bodies = (("small", "/"),) if args.quick else (("small", "/"), ("64 KiB", "/64k"))
@@ -403,17 +485,52 @@ def main() -> int:
                                        else (float("nan"), float("nan")))
         gateway.stop()
 
+        second: dict[str, list[Result]] = {}  # the 2-worker gateway and Apache, in rounds of their own
+        second_plan: list[tuple[str, Server, str, dict[str, str]]] = []
         if workers_supported() and not args.quick:
             gateway2, gateway2_url = start_gateway(tmp, op, upstream_url, workers=2)
             servers.append(gateway2)
             cookie2 = asyncio.run(session_cookie(gateway2_url))
-            results.append(median([measure("gateway, Redis session, 2 workers (small)", gateway2, gateway2_url + "/",
-                                           args, {"Cookie": cookie2}) for _ in range(args.repeat)]))
+            second_plan.append(("gateway, Redis session, 2 workers (small)", gateway2, gateway2_url + "/",
+                                {"Cookie": cookie2}))
+            second_plan.append(("gateway, Bearer JWT, 2 workers (small)", gateway2, gateway2_url + "/",
+                                {"Authorization": f"Bearer {bearer}"}))
+        apaches: list[Apache] = []
+        if args.apache is False or (args.apache is None and args.quick):
+            print("mod_auth_openidc: skipped (--quick without --apache, or --no-apache)", flush=True)
+        elif (problem := apache_oidc.missing()) is not None:
+            print(f"mod_auth_openidc: skipped: {problem} (benchmarks/run installs apache2-bin and "
+                  "libapache2-mod-auth-openidc when run as root)", flush=True)
+        else:
+            for redis in (False, True):
+                if (apache := start_apache(tmp, op, upstream_url, redis=redis)) is not None:
+                    servers.append(apache.server)
+                    apaches.append(apache)
+                    second_plan.append((f"mod_auth_openidc, {apache.label} session, 2 processes (small)",
+                                        apache.server, apache.url + "/", {"Cookie": apache.cookie}))
+                    if not redis:
+                        second_plan.append(("mod_auth_openidc, Bearer JWT, 2 processes (small)", apache.server,
+                                            apache.url + "/bearer/", {"Authorization": f"Bearer {bearer}"}))
+        # Alternating, like the first rounds: the gateway and Apache share the machine's bad moments.
+        for _ in range(args.repeat):
+            for name, server, url, headers in second_plan:
+                second.setdefault(name, []).append(measure(name, server, url, args, headers))
+        results.extend(median(samples) for samples in second.values())
+        if workers_supported() and not args.quick:
             workers = [p for p in gateway2.pids() if p != gateway2.proc.pid
                        and b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
             for i, pid in enumerate(workers):
                 rss[f"gateway worker {i + 1} of {len(workers)}"] = rss_mib(pid)
             gateway2.stop()
+        for apache in apaches:
+            pids = apache.server.pids()
+            rss[f"mod_auth_openidc {apache.label} ({len(pids)} processes, summed)"] = sum(rss_mib(p) for p in pids)
+            try:
+                asyncio.run(apache_oidc.logout(apache.url, apache.cookie))  # its session out of Redis
+            except aiohttp.ClientError as exc:
+                print(f"mod_auth_openidc ({apache.label}): logout failed: {exc!r}", flush=True)
+            apache.server.stop()
+        against = versus(rounds, second)
 
         baseline = next(r for r in results if r.name.startswith("bare aiohttp proxy, 1 process (small)"))
         print()
@@ -423,10 +540,18 @@ def main() -> int:
               f"the same flow straight at the OP {login_direct:.1f} ms, "
               f"gateway overhead {login_gateway - login_direct:+.1f} ms")
         print("RSS after load (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in rss.items()))
+        for what, figures in against.items():
+            target = what == VERSUS[0][0]
+            print(f"{'target' if target else 'also'}: gateway {what}, same run: req/s {figures['rps_ratio']:.2f}x"
+                  f"{' (target >= 1.0x)' if target else ''}, CPU us/req {figures['cpu_us_ratio']:.2f}x "
+                  f"({figures['gateway_rps']:.0f} vs {figures['mod_auth_openidc_rps']:.0f} req/s, "
+                  f"{figures['gateway_cpu_us']:.0f} vs {figures['mod_auth_openidc_cpu_us']:.0f} us/req)")
         if args.json:
             args.json.write_text(json.dumps({
+                "started_utc": started, "machine": machine,
                 "results": [r.__dict__ for r in results], "cold_login_ms": {
-                    "gateway": login_gateway, "direct": login_direct}, "rss_mib": rss}, indent=2))
+                    "gateway": login_gateway, "direct": login_direct}, "rss_mib": rss,
+                "vs_mod_auth_openidc": against}, indent=2))
         return 0
     finally:
         for server in reversed(servers):
