@@ -18,12 +18,14 @@ ever extends a set's TTL, so a set outlives its members (every session write goe
 `delete` leaves stale members behind: deleting a missing key is harmless and the sets expire.
 Seen logout-token ids are `<prefix>j:<sha256(iss|jti)>` (SET NX PX: one winner across replicas).
 
-Local cache (session.local_cache_ttl > 0): a session read moments ago is served from process memory,
-so the hot path makes no Redis round trip. It is kept coherent across replicas: every put and delete
-publishes the session key on `<prefix>invalidate`, every other process drops that key, and the
-cache is used only while the subscription is up (lost → emptied and off; an ACL user needs the
-channel permission `&<prefix>invalidate`, else the cache simply stays off). A read that raced an
-invalidation is not cached. Refresh decisions read past the cache, and the idle "touch" is a
+Local cache (session.local_cache_ttl > 0): a session read or written moments ago is served from process
+memory, so the hot path makes no Redis round trip. It is kept coherent across replicas: every put that
+replaces a record and every delete publishes the session key on `<prefix>invalidate`, every other
+process drops that key (a put that creates a record publishes nothing: records are created only under
+a freshly minted session id, which no process can have cached), and the cache is used
+only while the subscription is up (lost → emptied and off; an ACL user needs the channel permission
+`&<prefix>invalidate`, else the cache simply stays off). A read or write that raced an invalidation
+is not cached. Refresh decisions read past the cache, and the idle "touch" is a
 compare-and-set on the record it read, so it never reverts a refresh made elsewhere meanwhile.
 
 Redis Cluster: `put` and `delete_for_logout` (Lua) touch several keys at once, which a cluster
@@ -75,16 +77,20 @@ return released
 # The session and its index entries in one atomic round trip; an index TTL is only ever extended.
 # ARGV[3] == '0': a rewrite, only if the session still exists; ARGV[4] non-empty: only if the stored
 # record is still exactly that (compare-and-set: a touch never reverts a concurrent refresh).
+# Returns 0 when not written, 1 when an existing record was replaced, 2 when the record is new.
 _PUT = """
-if ARGV[3] == '0' and redis.call('exists', KEYS[1]) == 0 then return 0 end
+local existed = redis.call('exists', KEYS[1]) == 1
+if ARGV[3] == '0' and not existed then return 0 end
 if ARGV[4] ~= '' and redis.call('get', KEYS[1]) ~= ARGV[4] then return 0 end
 redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
 for i = 2, #KEYS do
   redis.call('sadd', KEYS[i], KEYS[1])
   if redis.call('pttl', KEYS[i]) < tonumber(ARGV[2]) then redis.call('pexpire', KEYS[i], ARGV[2]) end
 end
-return 1
+if existed then return 1 end
+return 2
 """
+_REPLACED, _CREATED = 1, 2
 # Back-channel logout: delete the indexed sessions and unindex them, atomically.
 _LOGOUT = """
 local n = 0
@@ -275,6 +281,7 @@ class RedisStore:
                    self._logout_index(session.iss, sid=None, sub=session.sub)]
         keys = [self._key("s", sid), *(index for index in indexes if index is not None)]
         self._forget(keys[0])
+        generation = self._generation
         async with self._deadline() as until:
             expected = b""
             if expect is not None:
@@ -286,7 +293,17 @@ class RedisStore:
                 expected = stored
             written = await self._redis.eval(_PUT, len(keys), *keys, self._seal(session.dumps(), keys[0]),
                                              _ms(ttl), "1" if create else "0", expected)
-        await self._publish(keys[0], until=until)
+        # A new record is in no replica's cache (its id was just minted): only a replaced one needs the
+        # invalidation round trip.
+        if written == _REPLACED:
+            await self._publish(keys[0], until=until)
+        # What we just wrote is the current record unless an invalidation came in meanwhile: cached, so
+        # the browser's next request (the redirect after a login) needs no Redis read. Forgotten first:
+        # a read of this process that raced the write must not cache what it read (the older record).
+        raced = generation != self._generation
+        self._forget(keys[0])
+        if written and self._listening and not raced:
+            self._remember(keys[0], session)
         return bool(written)
 
     async def _stored_bytes(self, key: str, expect: Session) -> bytes | None:

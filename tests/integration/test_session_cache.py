@@ -80,6 +80,31 @@ async def test_back_channel_logout_invalidates_every_replica(replicas: Any) -> N
     await eventually(lambda: _absent(b, "sid"))
 
 
+async def test_a_write_is_served_from_memory(replicas: Any) -> None:
+    a, _, raw = replicas
+    await a.put("sid", session("at-1"), ttl=60)
+    # No read came first: the record just written is what the next request gets, without Redis.
+    await raw.set(a._key("s", "sid"), session("changed").dumps())
+    assert (await a.get("sid")).access_token == "at-1"
+    assert (await a.get("sid", cached=False)).access_token == "changed"
+
+
+async def test_only_a_replaced_record_is_published(replicas: Any, redis_prefix: str) -> None:
+    a, _, raw = replicas
+    listener = raw.pubsub()
+    await listener.subscribe(f"{redis_prefix}invalidate")
+    await a.put("created", session(), ttl=60)  # a new id: nobody can have it cached
+    await a.put("replaced", session("at-1"), ttl=60)
+    await a.put("replaced", session("at-2"), ttl=60)
+    # Messages from one publisher arrive in order: the first one names the replaced record.
+    message = None
+    for _ in range(3):  # the subscription's confirmation reads as None
+        message = message or await listener.get_message(ignore_subscribe_messages=True, timeout=2.0)
+    assert message is not None
+    assert message["data"].decode().endswith(a._key("s", "replaced"))
+    await listener.aclose()
+
+
 async def test_without_subscription_nothing_is_cached(redis_prefix: str) -> None:
     redis, raw = Redis.from_url(REDIS_URL), Redis.from_url(REDIS_URL)
     store = RedisStore(redis, prefix=redis_prefix, cache_ttl=60)  # listen() not running
