@@ -12,8 +12,8 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from gateway.errors import InvalidToken
 from gateway.oidc.jwks import KeySet
@@ -182,6 +182,35 @@ def test_token_hash_matches_spec_example() -> None:
 
 async def test_malformed_token_rejected() -> None:
     await _rejected("not-a-jwt", "malformed token")
+
+
+@pytest.mark.parametrize("header", [b"", b"not base64!", b"[1, 2]", b'{"alg": "RS256"'])
+async def test_malformed_header_rejected(header: bytes) -> None:
+    _, payload, signature = sign(claims()).split(".")
+    head = base64.urlsafe_b64encode(header).rstrip(b"=").decode() if header != b"not base64!" else "not base64!"
+    await _rejected(f"{head}.{payload}.{signature}", "malformed token")
+
+
+async def test_malformed_payload_or_signature_rejected_after_the_header() -> None:
+    # Only the header is read before PyJWT's own strict parse: the rest is still checked by it.
+    head, payload, signature = sign(claims()).split(".")
+    await _rejected(f"{head}.{payload}!.{signature}", "malformed token")
+    await _rejected(f"{head}.{payload}.{signature}!", "malformed token")
+    await _rejected(f"{head}.{payload}", "malformed token")
+
+
+async def test_padded_header_segment_still_verifies() -> None:
+    # Some issuers (AWS ALB) pad their segments; PyJWT accepts that, and so does the header read.
+    def b64(data: bytes, *, pad: bool = False) -> str:
+        encoded = base64.urlsafe_b64encode(data).decode()
+        return encoded if pad else encoded.rstrip("=")
+
+    head = b64(b'{"alg":"RS256","kid":"rsa1"}', pad=True)
+    assert head.endswith("=")
+    signing_input = f"{head}.{b64(json.dumps(claims()).encode())}"
+    signature = RSA_KEY.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    token = f"{signing_input}.{b64(signature)}"
+    assert (await make_verifier().id_token(token, nonce="n-1"))["sub"] == "alice"
 
 
 async def test_bearer_audience_and_issuer() -> None:
