@@ -125,10 +125,13 @@ class OIDCClient:
         headers = {"Accept": "application/json", **self._client_auth(form)}
         try:
             async with self._http.post(url, data=form, headers=headers, allow_redirects=False) as resp:
-                return resp.status, await resp.read()
+                body = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.error("%s endpoint unreachable: %s", endpoint, type(exc).__name__)
             raise ProviderUnavailable() from exc
+        if resp.status < 500:
+            self._provider.answered()  # the next login start need not probe the OP
+        return resp.status, body
 
     async def _token_request(self, form: dict[str, str]) -> dict[str, Any]:
         status, body = await self._post(self._provider.require().token_endpoint, form, endpoint="token")
@@ -212,6 +215,8 @@ class OIDCClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.error("userinfo endpoint unreachable: %s", type(exc).__name__)
             raise ProviderUnavailable() from exc
+        if status < 500:
+            self._provider.answered()
         if status != 200:
             raise ProviderError("The identity provider refused the userinfo request.", error="userinfo_failed")
         if content_type == "application/jwt":

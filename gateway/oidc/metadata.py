@@ -11,6 +11,8 @@ Once loaded, the metadata is kept for good: an OP outage later does not take it 
 Bearer JWTs go on with the cached metadata and keys). A new login asks `ensure_reachable()` first: a
 cheap GET of the discovery document (any answer below 500 counts), its verdict reused for
 PROBE_INTERVAL, so a browser gets the 503 page instead of being sent to an OP that does not answer.
+An answer below 500 from any other OP endpoint (`answered()`: token, userinfo, ...) is the same
+evidence, so while logins keep coming none of them waits for a probe.
 """
 
 from __future__ import annotations
@@ -157,6 +159,12 @@ class ProviderState:
         if not self._reachable:
             raise ProviderUnavailable()
         return self.require()
+
+    def answered(self) -> None:
+        """An OP endpoint just answered (below 500): as good as a probe, the verdict is renewed."""
+        if self.metadata is not None:
+            self._note(True)
+            self._probed_at = self._clock()
 
     def _stale(self) -> bool:
         return self._probed_at is None or self._clock() - self._probed_at >= PROBE_INTERVAL
