@@ -6,10 +6,11 @@ hash is stored with the state), when `iss`, if sent, is our issuer (RFC 9207), a
 exchange returns an ID token that verifies with this login's nonce. Rejects everything else with a
 LoginError page (400): unknown, reused or foreign state, an OP error response, a bad ID token, a
 userinfo `sub` that differs (an unknown or spent state is LoginExpired, the OP's access_denied
-LoginCancelled). Each successful login gets a fresh session id (no fixation) and the previous
-session, if any, is deleted. Return paths go through safe_return_path (no open redirects). A login
-that carries a preserved form POST ends with a page that re-POSTs it to the return path (rendered by
-the web layer's `replay_post`) instead of a redirect.
+LoginCancelled). The userinfo request is sent before the ID token is verified, so the OP answers it
+meanwhile; its claims are used only once the ID token verified. Each successful login gets a fresh
+session id (no fixation) and the previous session, if any, is deleted. Return paths go through
+safe_return_path (no open redirects). A login that carries a preserved form POST ends with a page
+that re-POSTs it to the return path (rendered by the web layer's `replay_post`) instead of a redirect.
 
 A login starts only when the OP answers (OIDCClient.ensure_reachable); otherwise the answer is 503
 provider_unavailable (a page for a browser), not a redirect to an OP that is down.
@@ -20,6 +21,7 @@ application's `/` would send a signed-out browser straight back to the OP (a log
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -33,7 +35,7 @@ from gateway.auth.preserve import Form
 from gateway.auth.redirect import safe_return_path
 from gateway.config import Settings
 from gateway.errors import InvalidToken, LoginCancelled, LoginError, LoginExpired, ProviderError, ProviderUnavailable
-from gateway.oidc.client import OIDCClient, TokenSet
+from gateway.oidc.client import CodeResponse, OIDCClient, TokenSet
 from gateway.oidc.verify import Claims
 from gateway.session.cookie import SignedCookie
 from gateway.session.model import PendingLogin, Session
@@ -131,18 +133,14 @@ class LoginFlow:
             if code == "access_denied":
                 raise LoginCancelled("The sign-in was cancelled or access was denied at the identity provider.")
             raise LoginError(f"The identity provider answered with the error “{code}”.")
-        tokens = await self._tokens(params, pending)
-        claims = tokens.claims
-        if self._settings.oidc.use_userinfo and tokens.access_token:
-            userinfo = await self._client.userinfo(tokens.access_token, expected_sub=claims["sub"])
-        else:
-            userinfo = {}
+        tokens, userinfo = await self._tokens(params, pending)
         return await self._open_session(request, pending, tokens, userinfo)
 
     async def _tokens(self, params: MultiDictProxy[str] | MultiDictProxy[str | bytes | web.FileField],
-                      pending: PendingLogin) -> TokenSet:
-        """Tokens for this response type: code → token endpoint; hybrid also checks the front-channel
-        ID token (nonce, c_hash) and that both ID tokens name the same iss and sub (OIDC Core §3.3.2.12)."""
+                      pending: PendingLogin) -> tuple[TokenSet, Claims]:
+        """Tokens (and userinfo, when used) for this response type: code → token endpoint; hybrid also
+        checks the front-channel ID token (nonce, c_hash) and that both ID tokens name the same iss and
+        sub (OIDC Core §3.3.2.12)."""
         response_type = pending.request.response_type.split()
         code = _single(params, "code")
         front_claims = None
@@ -152,18 +150,39 @@ class LoginFlow:
                 raise LoginError("The login response has no ID token.")
             front_claims = await self._client.front_channel_id_token(raw, pending.request, code=code)
             if "code" not in response_type:
-                return self._client.implicit_token_set(raw, front_claims)
+                return self._client.implicit_token_set(raw, front_claims), {}
         if code is None:
             raise LoginError("The login response has no authorization code.")
         try:
-            tokens = await self._client.exchange_code(code, pending.request)
+            response = await self._client.redeem_code(code, pending.request)
         except ProviderError as exc:
             log.warning("login rejected: token exchange failed (error=%s)", exc.error)
             raise LoginError("The identity provider did not accept the login. Please start again.") from None
-        if front_claims is not None and (front_claims["iss"], front_claims["sub"]) != (
-                tokens.claims["iss"], tokens.claims["sub"]):
-            raise InvalidToken("front- and back-channel ID tokens disagree")
-        return tokens
+        return await self._verify(response, pending, front_claims)
+
+    async def _verify(self, response: CodeResponse, pending: PendingLogin,
+                      front_claims: Claims | None) -> tuple[TokenSet, Claims]:
+        """The code's tokens once its ID token verified, and the userinfo claims (when used): that request
+        goes out first, so the OP answers it while we verify; its claims count only once the ID token
+        verified and names the same sub (OIDC Core §5.3.4)."""
+        subject: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        fetch = None
+        if self._settings.oidc.use_userinfo and response.access_token:
+            fetch = asyncio.create_task(self._client.userinfo(response.access_token, expected_sub=subject))
+        try:
+            if fetch is not None:
+                await asyncio.sleep(0)  # lets it send the request
+            tokens = await self._client.verify_code_response(response, pending.request)
+            if front_claims is not None and (front_claims["iss"], front_claims["sub"]) != (
+                    tokens.claims["iss"], tokens.claims["sub"]):
+                raise InvalidToken("front- and back-channel ID tokens disagree")
+        except BaseException:
+            if fetch is not None:
+                fetch.cancel()
+                await asyncio.gather(fetch, return_exceptions=True)
+            raise
+        subject.set_result(tokens.claims["sub"])
+        return tokens, {} if fetch is None else await fetch
 
     async def _open_session(self, request: web.Request, pending: PendingLogin, tokens: TokenSet,
                             userinfo: Claims) -> web.StreamResponse:

@@ -16,7 +16,7 @@ import base64
 import json
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus
@@ -30,7 +30,7 @@ from gateway.errors import InvalidToken, ProviderError, ProviderUnavailable
 from gateway.oidc.metadata import ProviderState
 from gateway.oidc.verify import Claims, TokenVerifier
 
-__all__ = ["AuthRequest", "OIDCClient", "TokenSet"]
+__all__ = ["AuthRequest", "CodeResponse", "OIDCClient", "TokenSet"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,18 @@ class TokenSet:
     expires_at: float | None
     scope: str | None
     claims: Claims = field(default_factory=dict, repr=False)  # verified ID-token claims
+
+
+@dataclass(frozen=True, slots=True)
+class CodeResponse:
+    """A token endpoint's answer to an authorization code: a Bearer access token, the rest unverified."""
+
+    data: dict[str, Any] = field(repr=False)
+
+    @property
+    def access_token(self) -> str:
+        token: str = self.data["access_token"]
+        return token
 
 
 class OIDCClient:
@@ -168,10 +180,18 @@ class OIDCClient:
 
     async def exchange_code(self, code: str, req: AuthRequest) -> TokenSet:
         """Authorization code → tokens; the ID token is verified against this login's nonce."""
+        return await self.verify_code_response(await self.redeem_code(code, req), req)
+
+    async def redeem_code(self, code: str, req: AuthRequest) -> CodeResponse:
+        """The token endpoint's answer to the code (first half of exchange_code): nothing verified yet."""
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": self._redirect_uri}
         if req.code_verifier is not None:
             form["code_verifier"] = req.code_verifier
-        data = await self._token_request(form)
+        return CodeResponse(await self._token_request(form))
+
+    async def verify_code_response(self, response: CodeResponse, req: AuthRequest) -> TokenSet:
+        """The tokens, once the ID token verified against this login's nonce (second half of exchange_code)."""
+        data = response.data
         id_token = data.get("id_token")
         if not isinstance(id_token, str):
             raise InvalidToken("the token response has no id_token")
@@ -201,7 +221,10 @@ class OIDCClient:
                                                    access_token=data["access_token"])
         return self._token_set(data, claims, previous_refresh=refresh_token)
 
-    async def userinfo(self, access_token: str, *, expected_sub: str) -> Claims:
+    async def userinfo(self, access_token: str, *, expected_sub: str | Awaitable[str]) -> Claims:
+        """The userinfo response, once its `sub` equals `expected_sub` (OIDC Core §5.3.4). An awaitable
+        `expected_sub` (the ID token still being verified) is awaited only after the response is in: the
+        request goes out at once, and the OP works on it meanwhile."""
         metadata = self._provider.require()
         if metadata.userinfo_endpoint is None:
             return {}
@@ -225,6 +248,8 @@ class OIDCClient:
         if data is None:
             raise ProviderError("The identity provider sent an invalid userinfo response.",
                                 error="invalid_response")
+        if not isinstance(expected_sub, str):
+            expected_sub = await expected_sub
         if data.get("sub") != expected_sub:
             raise InvalidToken("userinfo subject mismatch")  # OIDC Core §5.3.4
         return data
