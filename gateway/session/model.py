@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from gateway.oidc.client import AuthRequest
@@ -40,11 +40,16 @@ class Session:
         return min(self.created_at + lifetime - now, self.last_seen + idle_timeout - now)
 
     def dumps(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        # The fields in declaration order, as asdict() gave them, without its deep copy of the claims
+        # (~30 us per write): the same bytes, which the store's compare-and-set relies on.
+        return json.dumps({name: getattr(self, name) for name in _SESSION_FIELDS}, separators=(",", ":")).encode()
 
     @classmethod
     def loads(cls, raw: bytes | str) -> Session:
         return cls(**json.loads(raw))
+
+
+_SESSION_FIELDS = tuple(f.name for f in fields(Session))
 
 
 @dataclass(frozen=True, slots=True)
