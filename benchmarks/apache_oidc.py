@@ -31,7 +31,8 @@ from yarl import URL
 
 from tests.support.op import TestOP, browser_login  # run.py has put the repository on sys.path
 
-__all__ = ["COOKIE", "MODULES", "logout", "missing", "preexec", "session_cookie", "start_argv", "wait_ready"]
+__all__ = ["COOKIE", "MODULES", "error_lines", "logout", "missing", "preexec", "session_cookie", "start_argv",
+           "wait_ready"]
 
 CONFIG = Path(__file__).resolve().parent / "apache" / "mod_auth_openidc.conf"
 MODULES = Path(os.environ.get("APACHE_MODULES", "/usr/lib/apache2/modules"))
@@ -121,6 +122,15 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, directory: Path, timeout
         except OSError:
             time.sleep(0.1)
     return f"no answer after {timeout:.0f}s: {_error_log_tail(directory)}"
+
+
+def error_lines(directory: Path) -> list[str]:
+    """The error log's lines at level error or worse (why wrk counted a failed request, say)."""
+    try:
+        lines = (directory / "error.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line for line in lines if any(f":{level}]" in line for level in ("error", "crit", "alert", "emerg"))]
 
 
 def _error_log_tail(directory: Path) -> str:

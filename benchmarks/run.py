@@ -343,6 +343,7 @@ class Apache:
     server: Server
     url: str
     cookie: str
+    directory: Path  # its pid file and logs
 
 
 def start_apache(tmp: Path, op: TestOP, upstream: str, *, redis: bool) -> Apache | None:
@@ -363,7 +364,7 @@ def start_apache(tmp: Path, op: TestOP, upstream: str, *, redis: bool) -> Apache
         server.stop()
         print(f"mod_auth_openidc ({label}): skipped: {problem}", flush=True)
         return None
-    return Apache(label, server, url, cookie)
+    return Apache(label, server, url, cookie, directory)
 
 
 # (what, the gateway's row, mod_auth_openidc's row); the first is the target (>= 1.0x req/s).
@@ -530,6 +531,9 @@ def main() -> int:
             except aiohttp.ClientError as exc:
                 print(f"mod_auth_openidc ({apache.label}): logout failed: {exc!r}", flush=True)
             apache.server.stop()
+            if errors := apache_oidc.error_lines(apache.directory):
+                print(f"mod_auth_openidc ({apache.label}): {len(errors)} error lines in its log, the first: "
+                      f"{errors[0]}", flush=True)
         against = versus(rounds, second)
 
         baseline = next(r for r in results if r.name.startswith("bare aiohttp proxy, 1 process (small)"))
