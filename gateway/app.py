@@ -40,6 +40,7 @@ from gateway.oidc.verify import BearerIssuer, TokenVerifier
 from gateway.proxy.forward import Forwarder, expect_later, upstream_client_session
 from gateway.proxy.headers import IdentityHeaders
 from gateway.proxy.routes import UpstreamTable
+from gateway.proxy.upstream import LeanClient
 from gateway.session.connect import redis_client
 from gateway.session.cookie import SignedCookie, derive_key
 from gateway.session.crypto import RecordCipher
@@ -89,6 +90,7 @@ CLOCK = web.AppKey("clock", Clock)
 METRICS = web.AppKey("metrics", Metrics)
 OP_HTTP = web.AppKey("op_http", aiohttp.ClientSession)
 UPSTREAM_HTTP = web.AppKey("upstream_http", aiohttp.ClientSession)
+UPSTREAM_LEAN = web.AppKey("upstream_lean", LeanClient)  # bodiless requests to plain-http upstreams
 STORE = web.AppKey("store", SessionStore)  # type: ignore[type-abstract]
 PROVIDER = web.AppKey("provider", ProviderState)
 KEYS = web.AppKey("keys", KeySet)
@@ -109,7 +111,9 @@ async def _op_http(app: web.Application) -> AsyncIterator[None]:
 async def _upstream_http(app: web.Application) -> AsyncIterator[None]:
     http = upstream_client_session()  # timed by the Forwarder (on_upstream), not by trace hooks
     app[UPSTREAM_HTTP] = http
+    app[UPSTREAM_LEAN] = lean = LeanClient()
     yield
+    await lean.close()
     await http.close()
 
 
@@ -226,7 +230,8 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
                               cookie_names=frozenset({session_cookie.name, login_cookie.name}),
                               forwarded_proto=current.public_url.partition(":")[0],
                               max_body_size=current.max_body_size, identity_headers=mapping,
-                              assertion=app.get(ASSERTION), on_upstream=app[METRICS].record_upstream)
+                              assertion=app.get(ASSERTION), on_upstream=app[METRICS].record_upstream,
+                              lean=app[UPSTREAM_LEAN])
         ops = OpsHandlers(provider, store, app[METRICS], authenticators, policy, mapping, assertion=app.get(ASSERTION))
         return forwarder, ops, auth_middleware(authenticators, policy, flow.begin, preserver)
 

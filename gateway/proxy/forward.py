@@ -5,6 +5,11 @@ the transport's peer address; the headers sent upstream are built by gateway.pro
 with `.` or `..` segments (also `%2e`-encoded or `..;x`) is rejected with 400: the access policy
 matched the path as written, and an upstream that normalises it would serve another one.
 
+A bodiless request other than HEAD to a plain-http upstream goes out through the lean client
+(gateway.proxy.upstream, which keeps aiohttp's client behaviour at a fraction of its cost); bodies,
+HEAD, websockets, https upstreams and requests beyond the lean client's connection limit use
+aiohttp's ClientSession.
+
 Bodies are streamed both ways in CHUNK_SIZE pieces under aiohttp's flow control, never buffered; a
 body over max_body_size is refused with 413. The server in front must run with
 `auto_decompress=False` (gateway.app.SERVER_OPTIONS), or aiohttp would hand over a decoded request
@@ -36,6 +41,7 @@ from gateway.auth.policy import has_dot_segment
 from gateway.errors import BadRequest, NotFound, PayloadTooLarge, UpstreamError, UpstreamTimeout
 from gateway.proxy.headers import REQUEST_ID, IdentityHeaders, downstream_headers, upstream_headers
 from gateway.proxy.routes import Route, UpstreamTable
+from gateway.proxy.upstream import LeanClient, LeanResponse
 from gateway.proxy.websocket import splice
 
 __all__ = ["CHUNK_SIZE", "Forwarder", "UpstreamObserver", "expect_later", "upstream_client_session"]
@@ -109,8 +115,9 @@ class Forwarder:
                  cookie_names: frozenset[str], forwarded_proto: str, max_body_size: int = 0,
                  identity_headers: IdentityHeaders | None = None,
                  assertion: IdentityAssertion | None = None,
-                 on_upstream: UpstreamObserver | None = None) -> None:
+                 on_upstream: UpstreamObserver | None = None, lean: LeanClient | None = None) -> None:
         self._routes = routes
+        self._lean = lean  # the lean path for bodiless requests to plain-http upstreams
         self._on_upstream = on_upstream
         self._origins: dict[int, tuple[Route, str]] = {}  # id(route) -> (route, origin label)
         self._assertion = assertion  # the signed identity header, when identity_assertion is enabled
@@ -135,18 +142,27 @@ class Forwarder:
                                    request_id=request.get(REQUEST_ID), mapping=self._identity_headers)
         if self._assertion is not None:
             self._assertion.apply(headers, request.get(IDENTITY))
-        url = route.url_for(request.rel_url.raw_path, request.rel_url.raw_query_string)
         if websocket:
+            url = route.url_for(request.rel_url.raw_path, request.rel_url.raw_query_string)
             return await self._websocket(request, route, url, headers)
         body = self._body(request)
         if body is not None and request.version >= _HTTP11 and \
                 request.headers.get(hdrs.EXPECT, "").lower() == "100-continue":
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         started = perf_counter()
+        upstream: aiohttp.ClientResponse | LeanResponse | None = None
         try:
-            upstream = await self._http.request(
-                request.method, url, headers=headers, allow_redirects=False, timeout=route.timeout, data=body,
-            )
+            if body is None and route.lean is not None and self._lean is not None and \
+                    request.method != hdrs.METH_HEAD:
+                raw = request.rel_url
+                upstream = await self._lean.request(
+                    route.lean, request.method, raw.raw_path_qs, headers,
+                    connect_timeout=route.upstream.connect_timeout, read_timeout=route.upstream.read_timeout)
+            if upstream is None:
+                url = route.url_for(request.rel_url.raw_path, request.rel_url.raw_query_string)
+                upstream = await self._http.request(
+                    request.method, url, headers=headers, allow_redirects=False, timeout=route.timeout, data=body,
+                )
         except (TimeoutError, aiohttp.ClientError) as exc:  # aiohttp's timeouts are TimeoutErrors
             self._observe(route, "error", None)
             if isinstance(body, _LimitedBody) and body.exceeded:
@@ -188,7 +204,7 @@ class Forwarder:
             return request.content
         return _LimitedBody(request.content, self._max_body)
 
-    async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse,
+    async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse | LeanResponse,
                      route: Route) -> web.StreamResponse:
         content = upstream.content
         bodyless = request.method == hdrs.METH_HEAD or upstream.status in _EMPTY_BODY_STATUSES

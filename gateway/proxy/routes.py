@@ -16,6 +16,7 @@ import aiohttp
 from yarl import URL
 
 from gateway.config import UpstreamSettings
+from gateway.proxy.upstream import Target
 
 __all__ = ["Route", "UpstreamTable"]
 
@@ -27,6 +28,7 @@ class Route:
     upstream: UpstreamSettings
     base_url: URL  # the upstream URL without a trailing slash, e.g. http://h:1/base
     timeout: aiohttp.ClientTimeout
+    lean: Target | None  # how gateway.proxy.upstream reaches a plain-http upstream; None: aiohttp only
     _prefix: str = field(repr=False, compare=False)  # str(base_url), for cheap joining
 
     @classmethod
@@ -38,6 +40,7 @@ class Route:
             base_url=base,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=upstream.connect_timeout,
                                           sock_read=upstream.read_timeout),
+            lean=Target.for_url(base),
             _prefix=str(base).rstrip("/"),
         )
 

@@ -26,6 +26,7 @@ from gateway.config import UpstreamSettings
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.proxy.forward import Forwarder, upstream_client_session
 from gateway.proxy.routes import UpstreamTable
+from gateway.proxy.upstream import LeanClient
 from tests.fakes.echo import GZIP_BODY, GZIP_PLAIN, WS_CLOSES, echo_app, pattern, pattern_sha256
 
 MiB = 1024 * 1024
@@ -35,6 +36,7 @@ ALICE = Identity(sub="alice", email="alice@example.com", username="alice.l", gro
                  access_token="at-123")
 COOKIE_NAMES = frozenset({"_gw", "_gw_login"})
 FORWARDER = web.AppKey("forwarder", Forwarder)
+LEAN = web.AppKey("lean", LeanClient)
 
 Client = TestClient[web.Request, web.Application]
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -59,14 +61,17 @@ async def fixed_identity(request: web.Request, handler: Handler) -> web.StreamRe
     return await handler(request)
 
 
-def proxy_app(upstreams: list[dict[str, Any]], *, pool_limit: int = 512) -> web.Application:
+def proxy_app(upstreams: list[dict[str, Any]], *, lean: bool, pool_limit: int = 512) -> web.Application:
+    """The proxy with both upstream clients (bodiless requests take the lean one), or aiohttp's alone."""
     settings = [UpstreamSettings(**spec) for spec in upstreams]
 
     async def forwarder_ctx(app: web.Application) -> AsyncIterator[None]:
         http = upstream_client_session(limit=pool_limit)
+        app[LEAN] = LeanClient(limit=pool_limit)
         app[FORWARDER] = Forwarder(UpstreamTable(settings), http, cookie_names=COOKIE_NAMES,
-                                   forwarded_proto="https")
+                                   forwarded_proto="https", lean=app[LEAN] if lean else None)
         yield
+        await app[LEAN].close()
         await http.close()
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -94,11 +99,17 @@ async def echo(aiohttp_server: ServerFactory) -> TestServer:
     return await aiohttp_server(echo_app("main"))
 
 
+@pytest.fixture(params=[True, False], ids=["lean", "aiohttp"])
+def lean(request: pytest.FixtureRequest) -> bool:
+    """Every proxy test runs with the lean upstream client in use, and with aiohttp's alone."""
+    return bool(request.param)
+
+
 @pytest.fixture
-async def proxy(aiohttp_client: ClientFactory, echo: TestServer) -> Client:
+async def proxy(aiohttp_client: ClientFactory, echo: TestServer, lean: bool) -> Client:
     app = proxy_app([{"path": "/", "url": base(echo)},
                      {"path": "/nows", "url": base(echo), "websockets": False},
-                     {"path": "/slow", "url": base(echo), "read_timeout": 0.2}])
+                     {"path": "/slow", "url": base(echo), "read_timeout": 0.2}], lean=lean)
     return await aiohttp_client(ProxyServer(app))
 
 
@@ -165,8 +176,8 @@ async def test_forwarded_headers(proxy: Client, echo: TestServer) -> None:
     assert values(echoed, "Host") == [f"{echo.host}:{echo.port}"]
 
 
-async def test_pass_host_header(aiohttp_client: ClientFactory, echo: TestServer) -> None:
-    proxy = await aiohttp_client(proxy_app([{"path": "/", "url": base(echo), "pass_host_header": True}]))
+async def test_pass_host_header(aiohttp_client: ClientFactory, echo: TestServer, lean: bool) -> None:
+    proxy = await aiohttp_client(proxy_app([{"path": "/", "url": base(echo), "pass_host_header": True}], lean=lean))
     echoed = await seen(await proxy.get("/x", headers={"Host": "app.example.com"}))
     assert values(echoed, "Host") == ["app.example.com"]
 
@@ -187,11 +198,12 @@ async def test_no_headers_are_invented(proxy: Client) -> None:
     assert names.isdisjoint({"user-agent", "accept", "accept-encoding", "content-type"})
 
 
-async def test_longest_prefix_routing(aiohttp_server: ServerFactory, aiohttp_client: ClientFactory) -> None:
+async def test_longest_prefix_routing(aiohttp_server: ServerFactory, aiohttp_client: ClientFactory,
+                                      lean: bool) -> None:
     root = await aiohttp_server(echo_app("root"))
     api = await aiohttp_server(echo_app("api"))
     proxy = await aiohttp_client(proxy_app([{"path": "/", "url": base(root)},
-                                            {"path": "/api", "url": base(api) + "/base"}]))
+                                            {"path": "/api", "url": base(api) + "/base"}], lean=lean))
     expectations = {"/api/users?id=1": ("api", "/base/api/users?id=1"), "/api": ("api", "/base/api"),
                     "/apix": ("root", "/apix"), "/": ("root", "/")}
     for path, (upstream, raw_path) in expectations.items():
@@ -368,8 +380,9 @@ def refused_url() -> Iterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-async def test_upstream_down_is_502_without_internals(aiohttp_client: ClientFactory, refused_url: str) -> None:
-    proxy = await aiohttp_client(proxy_app([{"path": "/", "url": refused_url}]))
+async def test_upstream_down_is_502_without_internals(aiohttp_client: ClientFactory, refused_url: str,
+                                                     lean: bool) -> None:
+    proxy = await aiohttp_client(proxy_app([{"path": "/", "url": refused_url}], lean=lean))
     response = await proxy.get("/x")
     assert response.status == 502
     text = await response.text()
@@ -399,10 +412,11 @@ async def test_upstream_abort_mid_body_fails_the_transfer(proxy: Client, query: 
 
 
 @pytest.mark.parametrize("cancel_handlers", [True, False], ids=["handler-cancellation", "no-cancellation"])
-async def test_client_disconnect_releases_the_upstream_connection(echo: TestServer,
-                                                                  cancel_handlers: bool) -> None:
-    # One upstream connection in the pool: if the aborted download kept it, the next request would hang.
-    runner = web.AppRunner(proxy_app([{"path": "/", "url": base(echo)}], pool_limit=1),
+async def test_client_disconnect_releases_the_upstream_connection(echo: TestServer, cancel_handlers: bool,
+                                                                  lean: bool) -> None:
+    # One upstream connection in the pool: if the aborted download kept it, the next request would hang
+    # (aiohttp's client), or go around the lean client, which the last assertion catches.
+    runner = web.AppRunner(proxy_app([{"path": "/", "url": base(echo)}], lean=lean, pool_limit=1),
                            handler_cancellation=cancel_handlers, auto_decompress=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -415,5 +429,6 @@ async def test_client_disconnect_releases_the_upstream_connection(echo: TestServ
                 assert len(await response.content.readexactly(MiB)) == MiB
                 response.close()  # drop the connection mid-download
             assert (await seen(await client.get(f"http://127.0.0.1:{port}/next")))["path"] == "/next"
+        assert runner.app[LEAN].in_use() == 0
     finally:
         await runner.cleanup()
