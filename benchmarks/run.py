@@ -8,7 +8,8 @@ oidc-provider), the bare aiohttp proxy baseline and the gateway (Redis sessions)
 get a session cookie, fetches a JWT access token (client_credentials with a resource indicator), then
 drives wrk on loopback against: the upstream directly, the bare proxy, the gateway with a Redis
 session, with a Bearer JWT, and /oauth2/auth; small and 64 KiB bodies; 1 and 2 workers. Also cold
-login latency (median of 20, and the same flow straight against the OP) and RSS after load.
+login latency (median of 20, and the same flow straight against the OP, and through a bare RP that
+does no checks: benchmarks/bare_rp.py) and RSS after load.
 When Debian's apache2-bin and libapache2-mod-auth-openidc are installed, Apache with mod_auth_openidc
 (2 processes, event MPM; benchmarks/apache/) in the same run, signed in at the same OP, in front of the
 same upstream, small body: session in its shared-memory cache, in Redis, and a Bearer JWT; measured in
@@ -280,32 +281,45 @@ async def session_cookie(gateway: str) -> str:
         return next(f"{c.key}={c.value}" for c in browser.cookie_jar if c.key == "_oidc_gateway")
 
 
-async def cold_logins(gateway: str, op: TestOP, n: int) -> tuple[float, float]:
-    """Median wall time of a full login through the gateway, and of the same flow straight at the OP."""
-    via_gateway, direct = [], []
+async def _login_through(rp: str) -> float:
+    """Seconds for a new browser's full login at `rp` (gateway or bare RP), ending on the upstream's page."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        started = time.perf_counter()
+        result = await browser_login(browser, f"{rp}/")
+        elapsed = time.perf_counter() - started
+        assert result.status == 200, result.body
+        return elapsed
+
+
+async def _login_at_op(op: TestOP, redirect_uri: str) -> float:
+    """Seconds for the OP's part of that flow alone: authorize, sign-in, consent, token, userinfo."""
     basic = base64.b64encode(f"gateway:{op.clients['gateway']}".encode()).decode()
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        authorize = URL(f"{op.issuer}/auth").with_query(
+            response_type="code", client_id="gateway", redirect_uri=redirect_uri,
+            scope="openid profile email offline_access", prompt="consent", state=uuid.uuid4().hex,
+            nonce=uuid.uuid4().hex)
+        started = time.perf_counter()
+        stop = await browser_login(browser, authorize, stop_at=lambda u: u.path == "/oauth2/callback")
+        code = URL(stop.headers["Location"]).query["code"]
+        token = await browser.post(f"{op.issuer}/token", headers={"Authorization": f"Basic {basic}"},
+                                   data={"grant_type": "authorization_code", "code": code,
+                                         "redirect_uri": redirect_uri})
+        access = (await token.json())["access_token"]
+        await (await browser.get(f"{op.issuer}/me", headers={"Authorization": f"Bearer {access}"})).read()
+        return time.perf_counter() - started
+
+
+async def cold_logins(gateway: str, bare_rp: str, op: TestOP, n: int) -> dict[str, float]:
+    """Median ms of a full login through the gateway, through the bare RP (benchmarks/bare_rp.py: the
+    browser's extra requests and the OP calls with no checks, the floor of any RP here), and of the
+    OP's part alone; the three alternate, so that a slow spell of the machine hits them alike."""
+    times: dict[str, list[float]] = {"gateway": [], "bare_rp": [], "direct": []}
     for _ in range(n):
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
-            started = time.perf_counter()
-            result = await browser_login(browser, f"{gateway}/")
-            via_gateway.append(time.perf_counter() - started)
-            assert result.status == 200
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
-            redirect_uri = f"{gateway}/oauth2/callback"
-            authorize = URL(f"{op.issuer}/auth").with_query(
-                response_type="code", client_id="gateway", redirect_uri=redirect_uri,
-                scope="openid profile email offline_access", prompt="consent", state=uuid.uuid4().hex,
-                nonce=uuid.uuid4().hex)
-            started = time.perf_counter()
-            stop = await browser_login(browser, authorize, stop_at=lambda u: u.path == "/oauth2/callback")
-            code = URL(stop.headers["Location"]).query["code"]
-            token = await browser.post(f"{op.issuer}/token", headers={"Authorization": f"Basic {basic}"},
-                                       data={"grant_type": "authorization_code", "code": code,
-                                             "redirect_uri": redirect_uri})
-            access = (await token.json())["access_token"]
-            await (await browser.get(f"{op.issuer}/me", headers={"Authorization": f"Bearer {access}"})).read()
-            direct.append(time.perf_counter() - started)
-    return statistics.median(via_gateway) * 1000, statistics.median(direct) * 1000
+        times["gateway"].append(await _login_through(gateway))
+        times["bare_rp"].append(await _login_through(bare_rp))
+        times["direct"].append(await _login_at_op(op, f"{gateway}/oauth2/callback"))
+    return {what: statistics.median(samples) * 1000 for what, samples in times.items()}
 
 
 def median(samples: list[Result]) -> Result:
@@ -482,8 +496,15 @@ def main() -> int:
             result.extra["p99_x_bare"] = statistics.median(r.p99_ms / b.p99_ms
                                                            for r, b in zip(samples, bare_rounds, strict=True))
         rss = {"gateway (1 worker)": rss_mib(gateway.proc.pid), "bare proxy": rss_mib(bare.proc.pid)}
-        login_gateway, login_direct = (asyncio.run(cold_logins(gateway_url, op, args.logins)) if not args.quick
-                                       else (float("nan"), float("nan")))
+        logins = {"gateway": float("nan"), "bare_rp": float("nan"), "direct": float("nan")}
+        if not args.quick:
+            rp_port = free_port()
+            bare_rp = start("bare-rp", [PY, str(ROOT / "benchmarks" / "bare_rp.py"), str(rp_port), op.issuer,
+                                        "gateway", op.clients["gateway"], upstream_url], tmp)
+            servers.append(bare_rp)
+            wait_http(f"http://127.0.0.1:{rp_port}/")
+            logins = asyncio.run(cold_logins(gateway_url, f"http://127.0.0.1:{rp_port}", op, args.logins))
+            bare_rp.stop()
         gateway.stop()
 
         second: dict[str, list[Result]] = {}  # the 2-worker gateway and Apache, in rounds of their own
@@ -540,9 +561,11 @@ def main() -> int:
         print()
         print(table(results, baseline))
         print()
-        print(f"cold login, median of {args.logins}: through the gateway {login_gateway:.1f} ms, "
-              f"the same flow straight at the OP {login_direct:.1f} ms, "
-              f"gateway overhead {login_gateway - login_direct:+.1f} ms")
+        print(f"cold login, median of {args.logins}: through the gateway {logins['gateway']:.1f} ms, "
+              f"the same flow straight at the OP {logins['direct']:.1f} ms, "
+              f"gateway overhead {logins['gateway'] - logins['direct']:+.1f} ms; through the bare RP (no checks, "
+              f"the floor) {logins['bare_rp']:.1f} ms, {logins['bare_rp'] - logins['direct']:+.1f} ms over the OP, "
+              f"the gateway {logins['gateway'] - logins['bare_rp']:+.1f} ms over the bare RP")
         print("RSS after load (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in rss.items()))
         for what, figures in against.items():
             target = what == VERSUS[0][0]
@@ -553,8 +576,7 @@ def main() -> int:
         if args.json:
             args.json.write_text(json.dumps({
                 "started_utc": started, "machine": machine,
-                "results": [r.__dict__ for r in results], "cold_login_ms": {
-                    "gateway": login_gateway, "direct": login_direct}, "rss_mib": rss,
+                "results": [r.__dict__ for r in results], "cold_login_ms": logins, "rss_mib": rss,
                 "vs_mod_auth_openidc": against}, indent=2))
         return 0
     finally:
