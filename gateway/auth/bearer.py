@@ -5,8 +5,10 @@ raises InvalidToken when it carries one that does not verify: a present-but-bad 
 silently ignored in favour of a cookie. Verification is TokenVerifier.bearer (alg allow-list, JWKS,
 iss, aud in access.bearer.audiences, exp/nbf/iat with skew).
 
-A verified token is remembered by its SHA-256 until its `exp` (bounded: least recently used entries
-go first), so a repeated token costs a hash and a dict lookup, not a signature check. Only verified
+A verified token is remembered, keyed by the token itself, until its `exp` (bounded: least recently
+used entries go first), so a repeated token costs a dict lookup, not a signature check. The key is the
+string the Identity keeps anyway (as its access token); a digest would add a SHA-256 per request
+(about 20k instructions, benchmarks/instructions.py) for no gain, since a dict compares keys exactly. Only verified
 tokens are cached; a failure is never cached, so a token the OP has just begun to sign with a new
 key verifies as soon as the JWKS has it.
 
@@ -21,7 +23,6 @@ The Identity's claims keep everything verified, e.g. `scope` and `client_id` for
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
@@ -53,26 +54,25 @@ class BearerAuthenticator:
         self._verifier = verifier
         self._clock = clock
         self._cache_size = cache_size
-        self._verified: OrderedDict[bytes, tuple[float, Identity]] = OrderedDict()
+        self._verified: OrderedDict[str, tuple[float, Identity]] = OrderedDict()  # token -> until, identity
         self._introspect = introspect
         self._negative_ttl = negative_ttl
-        self._refused: OrderedDict[bytes, float] = OrderedDict()  # digest -> until (introspection only)
+        self._refused: OrderedDict[str, float] = OrderedDict()  # token -> until (introspection only)
 
     async def authenticate(self, request: web.Request) -> Identity | None:
         token = bearer_token(request)
         if token is None:
             return None
-        digest = hashlib.sha256(token.encode()).digest()
-        hit = self._verified.get(digest)
+        hit = self._verified.get(token)
         if hit is not None:
             if self._clock() < hit[0]:
-                self._verified.move_to_end(digest)
+                self._verified.move_to_end(token)
                 if self._on_judged is not None:
                     self._on_judged(None)
                 return hit[1]
-            del self._verified[digest]
+            del self._verified[token]
         try:
-            identity = await self._judge(token, digest)
+            identity = await self._judge(token)
         except GatewayError as exc:  # InvalidToken, or e.g. the OP's keys could not be loaded
             if self._on_judged is not None:
                 self._on_judged(exc)
@@ -81,39 +81,39 @@ class BearerAuthenticator:
             self._on_judged(None)
         return identity
 
-    async def _judge(self, token: str, digest: bytes) -> Identity:
+    async def _judge(self, token: str) -> Identity:
         """A token not in the cache: verified (or introspected), remembered when good."""
         if token.count(".") != 2:
             if self._introspect is None:
                 raise InvalidToken("not a JWT")
-            return await self._introspected(token, digest)
+            return await self._introspected(token)
         claims = await self._verifier.bearer(token)
-        return self._remember(digest, float(claims["exp"]), Identity.from_claims(claims, access_token=token))
+        return self._remember(token, float(claims["exp"]), Identity.from_claims(claims, access_token=token))
 
-    def _remember(self, digest: bytes, until: float, identity: Identity) -> Identity:
-        self._verified[digest] = (until, identity)
+    def _remember(self, token: str, until: float, identity: Identity) -> Identity:
+        self._verified[token] = (until, identity)
         if len(self._verified) > self._cache_size:
             self._verified.popitem(last=False)
         return identity
 
-    async def _introspected(self, token: str, digest: bytes) -> Identity:
+    async def _introspected(self, token: str) -> Identity:
         assert self._introspect is not None  # noqa: S101 - checked by the caller
         now = self._clock()
-        refused_until = self._refused.get(digest)
+        refused_until = self._refused.get(token)
         if refused_until is not None:
             if now < refused_until:
                 raise InvalidToken("token inactive")
-            del self._refused[digest]
+            del self._refused[token]
         try:
             response = await self._introspect(token)
             if response is None:
                 raise InvalidToken("token inactive")
             claims = self._verifier.introspected(response)
         except InvalidToken:
-            self._refused[digest] = now + self._negative_ttl
+            self._refused[token] = now + self._negative_ttl
             if len(self._refused) > self._cache_size:
                 self._refused.popitem(last=False)
             raise
         exp = claims.get("exp")
         until = float(exp) if isinstance(exp, int | float) else now + self._negative_ttl
-        return self._remember(digest, until, Identity.from_claims(claims, access_token=token))
+        return self._remember(token, until, Identity.from_claims(claims, access_token=token))
