@@ -213,8 +213,11 @@ def _text_line(created: float, level: str, name: str, message: str, fields: Mapp
     """TextFormatter's line for a record without exception or stack (TEXT_FORMAT, then the fields)."""
     line = f"{_asctime_at(created)} {level.upper()} {_PID.pid} {name}: {message}"
     if fields:
-        head, sep, tail = line.partition("\n")
-        line = f"{head} {_pairs(fields)}{sep}{tail}"
+        if "\n" in message:  # the fields stay on the message's first line
+            head, sep, tail = line.partition("\n")
+            line = f"{head} {_pairs(fields)}{sep}{tail}"
+        else:
+            line = f"{line} {_pairs(fields)}"
     return redact(line)
 
 
@@ -256,10 +259,12 @@ def emit_info(logger: logging.Logger, message: str, fields: dict[str, Any]) -> b
         node = node.parent
     handler = handlers[0]
     make = _DIRECT.get(type(handler.formatter))  # type: ignore[call-overload]
-    if (make is None or type(handler) is not LineHandler or handler.level > logging.INFO
-            or not logger.isEnabledFor(logging.INFO)
-            or any(type(f) is not ContextFilter for f in handler.filters)):
+    if make is None or type(handler) is not LineHandler or handler.level > logging.INFO \
+            or not logger.isEnabledFor(logging.INFO):
         return False
+    for kind in handler.filters:  # a loop, not any(<generator>): this runs once per request
+        if type(kind) is not ContextFilter:
+            return False
     if handler.filters and fields.get("request_id") is None:
         request_id = _request_id()
         if request_id:

@@ -68,6 +68,14 @@ def test_direct_access_line_is_the_formatters_line(root_logging: None, fmt: str)
 
 
 @pytest.mark.parametrize("fmt", ["text", "logfmt", "json"])
+def test_direct_line_of_a_multi_line_message_is_the_formatters_line(root_logging: None, fmt: str) -> None:
+    direct, ordinary = both_ways(fmt, "first line\nsecond line", FIELDS)
+    assert without_time(fmt, direct.rstrip("\n")) == without_time(fmt, ordinary.rstrip("\n"))
+    if fmt == "text":  # the fields stay on the message's first line
+        assert direct.splitlines()[1] == "second line"
+
+
+@pytest.mark.parametrize("fmt", ["text", "logfmt", "json"])
 def test_direct_access_line_is_redacted(root_logging: None, fmt: str) -> None:
     path = f"/cb/code=SplxlOBeZQQYbYS6WxSbIA/{JWT}"
     direct, ordinary = both_ways(fmt, f'127.0.0.1 "GET {path}" 200 0 1.0ms', {**FIELDS, "path": path})
