@@ -106,16 +106,19 @@ def _second(fmt: str, seconds: int, convert: Callable[[float], time.struct_time]
     return text
 
 
+_MILLIS = tuple(f"{ms:03d}" for ms in range(1000))  # "000".."999": a lookup, not a format spec per line
+
+
 def _timestamp_at(created: float) -> str:
     """ISO 8601 UTC with milliseconds: 2026-11-23T16:02:24.164Z."""
     seconds = int(created)
-    return f"{_second('%Y-%m-%dT%H:%M:%S', seconds, time.gmtime)}.{int((created - seconds) * 1000):03d}Z"
+    return f"{_second('%Y-%m-%dT%H:%M:%S', seconds, time.gmtime)}.{_MILLIS[int((created - seconds) * 1000)]}Z"
 
 
 def _asctime_at(created: float) -> str:
     """logging.Formatter's default asctime (local time, `,msec`): 2026-11-23 16:02:24,164."""
     seconds = int(created)
-    return f"{_second('%Y-%m-%d %H:%M:%S', seconds, time.localtime)},{int((created - seconds) * 1000):03d}"
+    return f"{_second('%Y-%m-%d %H:%M:%S', seconds, time.localtime)},{_MILLIS[int((created - seconds) * 1000)]}"
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -177,7 +180,9 @@ def _pairs(fields: Mapping[str, Any]) -> str:
     parts = []
     for key, value in fields.items():  # the common plain cases inline: one line per request (access log)
         kind = type(value)
-        if kind is str and value and _NEEDS_QUOTES.search(value) is None:
+        # isalnum() first: ids, methods, route names pass without a regex search (a letter or digit is
+        # never one of the characters that need quotes).
+        if kind is str and value and (value.isalnum() or _NEEDS_QUOTES.search(value) is None):
             parts.append(f"{key}={value}")
         elif kind is int or kind is float:
             parts.append(f"{key}={value!r}")
