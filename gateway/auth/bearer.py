@@ -8,9 +8,9 @@ iss, aud in access.bearer.audiences, exp/nbf/iat with skew).
 A verified token is remembered, keyed by the token itself, until its `exp` (bounded: least recently
 used entries go first), so a repeated token costs a dict lookup, not a signature check. The key is the
 string the Identity keeps anyway (as its access token); a digest would add a SHA-256 per request
-(about 20k instructions, benchmarks/instructions.py) for no gain, since a dict compares keys exactly. Only verified
-tokens are cached; a failure is never cached, so a token the OP has just begun to sign with a new
-key verifies as soon as the JWKS has it.
+(about 20k instructions, benchmarks/instructions.py) for no gain, since a dict compares keys exactly.
+Only verified tokens are cached; a failure is never cached, so a token the OP has just begun to sign
+with a new key verifies as soon as the JWKS has it.
 
 Opaque tokens (not three dot-separated parts) are refused unless introspection is on; then the OP
 decides (RFC 7662, OIDCClient.introspect) and TokenVerifier.introspected checks iss/aud/exp where the
@@ -23,6 +23,7 @@ The Identity's claims keep everything verified, e.g. `scope` and `client_id` for
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
@@ -57,7 +58,9 @@ class BearerAuthenticator:
         self._verified: OrderedDict[str, tuple[float, Identity]] = OrderedDict()  # token -> until, identity
         self._introspect = introspect
         self._negative_ttl = negative_ttl
-        self._refused: OrderedDict[str, float] = OrderedDict()  # token -> until (introspection only)
+        # SHA-256 of a refused token -> until (introspection only). A digest here, not the token: refused
+        # tokens come from anyone, and 10,000 of them at up to the header size would be a lot of memory.
+        self._refused: OrderedDict[bytes, float] = OrderedDict()
 
     async def authenticate(self, request: web.Request) -> Identity | None:
         token = bearer_token(request)
@@ -99,18 +102,19 @@ class BearerAuthenticator:
     async def _introspected(self, token: str) -> Identity:
         assert self._introspect is not None  # noqa: S101 - checked by the caller
         now = self._clock()
-        refused_until = self._refused.get(token)
+        digest = hashlib.sha256(token.encode()).digest()
+        refused_until = self._refused.get(digest)
         if refused_until is not None:
             if now < refused_until:
                 raise InvalidToken("token inactive")
-            del self._refused[token]
+            del self._refused[digest]
         try:
             response = await self._introspect(token)
             if response is None:
                 raise InvalidToken("token inactive")
             claims = self._verifier.introspected(response)
         except InvalidToken:
-            self._refused[token] = now + self._negative_ttl
+            self._refused[digest] = now + self._negative_ttl
             if len(self._refused) > self._cache_size:
                 self._refused.popitem(last=False)
             raise
