@@ -133,7 +133,7 @@ class LeanResponse:
             return b""
         data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         self._chunks.clear()
-        self._taken()
+        self._taken(len(data))
         return data
 
     async def read(self, n: int) -> bytes:
@@ -155,11 +155,11 @@ class LeanResponse:
         if len(chunk) > n:
             self._chunks.appendleft(chunk[n:])
             chunk = chunk[:n]
-        self._taken()
+        self._taken(len(chunk))
         return chunk
 
-    def _taken(self) -> None:
-        self._size = sum(map(len, self._chunks)) if self._chunks else 0
+    def _taken(self, size: int) -> None:
+        self._size -= size
         if self._conn is not None and self._size <= _HIGH_WATER // 2:
             self._conn.resume()
 
@@ -223,9 +223,6 @@ class _Connection(asyncio.Protocol):
             cause = exc.__context__
             self._fail(cause if isinstance(cause, _BadResponse) else _BadResponse("Unparsable upstream response"))
 
-    def eof_received(self) -> bool:
-        return False  # close the transport: connection_lost follows
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
@@ -243,9 +240,6 @@ class _Connection(asyncio.Protocol):
         else:
             error = aiohttp.ServerDisconnectedError()
         self._fail(error)
-
-    def pause_writing(self) -> None:  # a request head is one small write: nothing to hold back
-        pass
 
     # -- httptools callbacks --
 
