@@ -206,24 +206,22 @@ class TextFormatter(logging.Formatter):
         super().__init__(TEXT_FORMAT)
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        fields = _fields(record)
-        if fields:
-            head, sep, tail = line.partition("\n")  # the fields stay on the message's line
-            line = f"{head} {_pairs(fields)}{sep}{tail}"
-        return redact(line)
+        return redact(_with_fields(super().format(record), _fields(record)))
+
+
+def _with_fields(line: str, fields: Mapping[str, Any]) -> str:
+    """`line` with the fields appended as key=value to its first line (the message's)."""
+    if not fields:
+        return line
+    if "\n" not in line:  # the usual one-line case: no partition
+        return f"{line} {_pairs(fields)}"
+    head, sep, tail = line.partition("\n")
+    return f"{head} {_pairs(fields)}{sep}{tail}"
 
 
 def _text_line(created: float, level: str, name: str, message: str, fields: Mapping[str, Any]) -> str:
     """TextFormatter's line for a record without exception or stack (TEXT_FORMAT, then the fields)."""
-    line = f"{_asctime_at(created)} {level.upper()} {_PID.pid} {name}: {message}"
-    if fields:
-        if "\n" in message:  # the fields stay on the message's first line
-            head, sep, tail = line.partition("\n")
-            line = f"{head} {_pairs(fields)}{sep}{tail}"
-        else:
-            line = f"{line} {_pairs(fields)}"
-    return redact(line)
+    return redact(_with_fields(f"{_asctime_at(created)} {level.upper()} {_PID.pid} {name}: {message}", fields))
 
 
 class _Pid:
