@@ -459,8 +459,8 @@ def _head(target: Target, method: str, path_qs: str, headers: CIMultiDict[str]) 
     lines.extend(f"{name}: {value}" for name, value in headers.items())
     if method not in _WITHOUT_BODY and hdrs.CONTENT_LENGTH not in headers:
         lines.append("Content-Length: 0")
-    lines.append("\r\n")
-    text = "\r\n".join(lines)
-    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+    joined = "".join(lines)  # `in` finds one character with memchr; str.count walks the text char by char
+    if "\n" in joined or "\r" in joined:
         raise ValueError("Newline or carriage return character detected in HTTP status message or header")
-    return text.encode("utf-8", "surrogateescape")
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("utf-8", "surrogateescape")
