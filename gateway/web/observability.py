@@ -151,6 +151,13 @@ class _PlainFamily(Collector):
         return Metric(self._name, self._documentation, "histogram" if self.histogram else "counter")
 
 
+def _observe(series: list[float], bounds: tuple[float, ...], seconds: float) -> None:
+    """One observation into a _PlainFamily histogram's series: its bucket (the first bound >= seconds,
+    as Histogram.observe) and its sum."""
+    series[bisect_left(bounds, seconds)] += 1
+    series[-2] += seconds
+
+
 class Metrics:
     def __init__(self) -> None:
         self._bearer_valid: Any = None
@@ -180,11 +187,11 @@ class Metrics:
         self.bearer = Counter("oidc_gateway_bearer_validations_total",
                               "Bearer tokens checked, by outcome (valid | invalid | error) and reason",
                               ["outcome", "reason"], registry=registry)
-        self.store_latency = Histogram("oidc_gateway_session_store_duration_seconds",
-                                       "Session store calls by operation", ["operation"],
-                                       buckets=_STORE_BUCKETS, registry=registry)
-        self.store_errors = Counter("oidc_gateway_session_store_errors_total",
-                                    "Failed session store calls by operation", ["operation"], registry=registry)
+        self.store_latency = _PlainFamily("oidc_gateway_session_store_duration_seconds",
+                                          "Session store calls by operation", ("operation",), registry,
+                                          buckets=_STORE_BUCKETS)
+        self.store_errors = _PlainFamily("oidc_gateway_session_store_errors_total",
+                                         "Failed session store calls by operation", ("operation",), registry)
         self.backchannel_logouts = Counter("oidc_gateway_backchannel_logouts_total",
                                            "Back-channel logout requests by outcome (success | rejected)",
                                            ["outcome"], registry=registry)
@@ -199,7 +206,7 @@ class Metrics:
               registry=registry).labels(version=__version__).set(1)
         self._keys = _KeySetCollector()
         registry.register(self._keys)
-        self._bounds = self.latency.bounds  # the same for the upstream latency
+        self._bounds = self.latency.bounds  # the same for the upstream latency (not the store's)
 
     # --- callbacks handed to the lower layers by gateway.app ---------------------------------------
 
@@ -267,9 +274,7 @@ class Metrics:
         """One upstream request (the Forwarder's on_upstream): status or "error", time to its headers."""
         self.upstream_requests.series(origin, status)[0] += 1
         if seconds is not None:  # no latency series for an upstream that never answered
-            latency = self.upstream_latency.series(origin)
-            latency[bisect_left(self._bounds, seconds)] += 1
-            latency[-2] += seconds
+            _observe(self.upstream_latency.series(origin), self._bounds, seconds)
 
     def request_started(self) -> None:
         self._in_flight += 1
@@ -283,15 +288,13 @@ class Metrics:
             pair = self._pairs[(route, status)] = (self.requests.series(route, str(status)),
                                                    self.latency.series(route))
         pair[0][0] += 1
-        latency = pair[1]
-        latency[bisect_left(self._bounds, seconds)] += 1  # the first bucket whose bound is >= seconds
-        latency[-2] += seconds
+        _observe(pair[1], self._bounds, seconds)
 
 
 class _InstrumentedStore:
     """Delegates every attribute to the wrapped store; coroutine methods are timed (and failures counted)."""
 
-    def __init__(self, store: SessionStore, latency: Histogram, errors: Counter) -> None:
+    def __init__(self, store: SessionStore, latency: _PlainFamily, errors: _PlainFamily) -> None:
         self._store = store
         self._latency = latency
         self._errors = errors
@@ -300,17 +303,17 @@ class _InstrumentedStore:
         target = getattr(self._store, name)
         if not inspect.iscoroutinefunction(target):
             return target
-        latency, errors = self._latency.labels(operation=name), self._errors.labels(operation=name)
+        latency, errors, bounds = self._latency.series(name), self._errors.series(name), self._latency.bounds
 
         async def timed(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
             try:
                 return await target(*args, **kwargs)
             except Exception:
-                errors.inc()
+                errors[0] += 1
                 raise
             finally:
-                latency.observe(time.perf_counter() - started)
+                _observe(latency, bounds, time.perf_counter() - started)
 
         self.__dict__[name] = timed  # found directly from now on: __getattr__ runs once per method
         return timed
