@@ -45,10 +45,14 @@ _REQUEST: contextvars.ContextVar[web.BaseRequest | None] = contextvars.ContextVa
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 _REDACTED = "[redacted]"
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
+# The quotes around keys and values may be JSON-escaped (a JSON or logfmt line quotes a message that
+# quotes); a value ends before a quote even when escaped, so that the line stays valid JSON. A backslash
+# escape other than \" is part of the value.
 _SECRET_PAIR = re.compile(
-    r"(?i)\b((?:code|state|nonce|code_verifier|[a-z_]*token|[a-z_]*secret|password|logout_token)[\"']?\s*[=:]\s*"
-    r"[\"']?)([^\s&\"',;}]+)")
-_SECRET_HEADER = re.compile(r"(?i)\b((?:set-)?cookie|authorization)(\s*[=:]\s*[\"']?)([^\"'\n]+)")
+    r"(?i)\b((?:code|state|nonce|code_verifier|[a-z_]*token|[a-z_]*secret|password|logout_token)\\?[\"']?\s*[=:]"
+    r"\s*\\?[\"']?)((?:[^\s&\"',;}\\]|\\[^\s\"'])+)")
+_SECRET_HEADER = re.compile(
+    r"(?i)\b((?:set-)?cookie|authorization)(\\?[\"']?\s*[=:]\s*\\?[\"']?)((?:[^\"'\n\\]|\\[^\"'])+)")
 
 
 # Every pattern below needs one of these words (case-insensitively): a line without them is left as is

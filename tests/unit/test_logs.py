@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 
@@ -73,6 +74,28 @@ def test_text_line_appends_the_fields() -> None:
 def test_redact_masks_credentials_whatever_their_source(text: str, secret: str) -> None:
     assert secret not in redact(text)
     assert "[redacted]" in redact(text)
+
+
+@pytest.mark.parametrize("message, secret", [
+    ('GET /cb?token=abc"def 200', "abc"),  # a quote right after the secret: its JSON escape
+    ('got {"refresh_token": "8xLOxBtZp8"} back', "8xLOxBtZp8"),  # JSON-escaped quotes around key and value
+    ("GET /x?code=ab\\cd&x=1", "ab\\\\cd"),  # an escaped backslash inside the value: all of it
+    ('header Cookie: _oidc_gateway=abc.def" next', "abc.def"),
+    ('sent {"Authorization": "Bearer opaque-1"}', "opaque-1"),
+])
+@pytest.mark.parametrize("formatter", [JSONFormatter, LogfmtFormatter])
+def test_redacted_json_and_logfmt_lines_stay_well_formed(message: str, secret: str, formatter: type) -> None:
+    """Redaction runs on the finished line, where a quoted message's quotes are escaped: the secret is
+    masked and the line still parses (a broken JSON line would be dropped by a log shipper)."""
+    line = formatter().format(record("%s", message, path=message))
+    assert secret not in line and "[redacted]" in line
+    if formatter is JSONFormatter:
+        entry = json.loads(line)
+        assert "[redacted]" in entry["message"] and "[redacted]" in entry["path"]
+    else:
+        for key in ("msg", "path"):
+            quoted = re.search(key + r'=("(?:[^"\\]|\\.)*")(?: |$)', line)
+            assert quoted is not None and "[redacted]" in json.loads(quoted.group(1))
 
 
 def test_redact_keeps_ordinary_text() -> None:
