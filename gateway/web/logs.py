@@ -33,7 +33,8 @@ from gateway.proxy.headers import REQUEST_ID
 
 __all__ = ["LOG_FORMATS", "ContextFilter", "JSONFormatter", "LineHandler", "LogfmtFormatter", "TextFormatter",
            "bind_request",
-           "configure_logging", "emit_info", "formatter_for", "redact"]
+           "ACCESS_LINE", "access_fields", "configure_logging", "emit_access", "emit_info", "formatter_for",
+           "redact"]
 
 LogFormat = Literal["json", "logfmt", "text"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("json", "logfmt", "text")
@@ -180,19 +181,17 @@ def _logfmt_value(value: Any) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+def _value(value: Any) -> str:
+    """_logfmt_value(value), with the plain string inline (access log fields: one line per request).
+    isalnum() first: ids, methods, route names pass without a regex search (a letter or digit is never
+    one of the characters that need quotes)."""
+    if type(value) is str and value and (value.isalnum() or _NEEDS_QUOTES.search(value) is None):
+        return value
+    return _logfmt_value(value)
+
+
 def _pairs(fields: Mapping[str, Any]) -> str:
-    parts = []
-    for key, value in fields.items():  # the common plain cases inline: one line per request (access log)
-        kind = type(value)
-        # isalnum() first: ids, methods, route names pass without a regex search (a letter or digit is
-        # never one of the characters that need quotes).
-        if kind is str and value and (value.isalnum() or _NEEDS_QUOTES.search(value) is None):
-            parts.append(f"{key}={value}")
-        elif kind is int or kind is float:
-            parts.append(f"{key}={value!r}")
-        else:
-            parts.append(f"{key}={_logfmt_value(value)}")
-    return " ".join(parts)
+    return " ".join([f"{key}={_value(value)}" for key, value in fields.items()])
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -245,38 +244,98 @@ _PID = _Pid()
 _DIRECT = {JSONFormatter: _json_line, LogfmtFormatter: _logfmt_line, TextFormatter: _text_line}
 
 
-def emit_info(logger: logging.Logger, message: str, fields: dict[str, Any]) -> bool:
-    """Write an INFO line for `logger` straight to the one handler configure_logging() installed: the
-    same line its formatter would make of the record (with ContextFilter's request id), without the
-    record, the logger tree walk and the generic formatter. The access log's hot path.
-
-    False, having written nothing, whenever logging is set up any other way (another or a further
-    handler anywhere on the way, a logger filter, a level or `logging.disable` that drops INFO, a
-    formatter or filter of another class): the caller then logs the ordinary way. The line is written
-    with the others of this turn of the event loop (LineHandler).
-    """
+def _direct_handler(logger: logging.Logger) -> LineHandler | None:
+    """The one handler configure_logging() installed, when an INFO record of `logger` would reach it
+    and nothing else: no other or further handler anywhere on the way, no logger filter, no level or
+    `logging.disable` that drops INFO, no formatter or filter of another class. Else None."""
     root = logging.root
     handlers = root.handlers
     if len(handlers) != 1 or root.filters or logger.filters or root.manager.disable >= logging.INFO:
-        return False
+        return None
     node: Any = logger
     while node is not root:
         if node.handlers or not node.propagate:
-            return False
+            return None
         node = node.parent
     handler = handlers[0]
-    make = _DIRECT.get(type(handler.formatter))  # type: ignore[call-overload]
-    if make is None or type(handler) is not LineHandler or handler.level > logging.INFO \
-            or not logger.isEnabledFor(logging.INFO):
-        return False
+    if type(handler) is not LineHandler or type(handler.formatter) not in _DIRECT \
+            or handler.level > logging.INFO or not logger.isEnabledFor(logging.INFO):
+        return None
     for kind in handler.filters:  # a loop, not any(<generator>): this runs once per request
         if type(kind) is not ContextFilter:
-            return False
+            return None
+    return handler
+
+
+def emit_info(logger: logging.Logger, message: str, fields: dict[str, Any]) -> bool:
+    """Write an INFO line for `logger` straight to the one handler configure_logging() installed: the
+    same line its formatter would make of the record (with ContextFilter's request id), without the
+    record, the logger tree walk and the generic formatter.
+
+    False, having written nothing, whenever logging is set up any other way (_direct_handler): the
+    caller then logs the ordinary way. The line is written with the others of this turn of the event
+    loop (LineHandler).
+    """
+    handler = _direct_handler(logger)
+    if handler is None:
+        return False
     if handler.filters and fields.get("request_id") is None:
         request_id = _request_id()
         if request_id:
             fields["request_id"] = request_id
-    handler.add_line(make(time.time(), "info", logger.name, message, fields))
+    handler.add_line(_DIRECT[type(handler.formatter)](time.time(), "info", logger.name, message, fields))
+    return True
+
+
+ACCESS_LINE = '%s "%s %s" %d %d %.1fms'  # remote, method, path, status, size, milliseconds
+
+
+def access_fields(remote: str | None, method: str, path: str, status: int, size: int, ms: float,
+                  route: str | None, request_id: str | None, sub: str | None) -> dict[str, Any]:
+    """The access line's fields, in this order, each only when it has a value."""
+    fields: dict[str, Any] = {"remote": remote} if remote is not None else {}
+    fields.update(method=method, path=path, status=status, bytes=size, duration_ms=round(ms, 1))
+    if route is not None:
+        fields["route"] = route
+    if request_id is not None:
+        fields["request_id"] = request_id
+    if sub is not None:
+        fields["sub"] = sub
+    return fields
+
+
+def emit_access(logger: logging.Logger, remote: str | None, method: str, path: str, status: int, size: int,
+                ms: float, route: str | None, request_id: str | None, sub: str | None) -> bool:
+    """emit_info() of the access line (ACCESS_LINE with access_fields()): the access log's hot path.
+
+    In the text and logfmt formats the line is made in one step, without the fields' dict: the same
+    line as their formatters', which tests/unit/test_perf_caches.py checks. JSON (and a text message
+    of more than one line) takes emit_info's way.
+    """
+    handler = _direct_handler(logger)
+    if handler is None:
+        return False
+    if request_id is None and handler.filters:
+        request_id = _request_id() or None
+    message = f'{remote} "{method} {path}" {status} {size} {ms:.1f}ms'  # ACCESS_LINE
+    kind = type(handler.formatter)
+    # f"{ms:.1f}" is repr(round(ms, 1)) below 1e15: both round the exact binary value to one decimal.
+    if kind is JSONFormatter or (kind is TextFormatter and "\n" in message) or type(status) is not int \
+            or type(size) is not int or not 0 <= ms < 1e15:
+        handler.add_line(_DIRECT[kind](time.time(), "info", logger.name, message,
+                                       access_fields(remote, method, path, status, size, ms, route, request_id, sub)))
+        return True
+    fields = (f"{'' if remote is None else 'remote=' + _value(remote) + ' '}method={_value(method)} "
+              f"path={_value(path)} status={status} bytes={size} duration_ms={ms:.1f}"
+              f"{'' if route is None else ' route=' + _value(route)}"
+              f"{'' if request_id is None else ' request_id=' + _value(request_id)}"
+              f"{'' if sub is None else ' sub=' + _value(sub)}")
+    if kind is TextFormatter:
+        line = f"{_asctime_at(time.time())} INFO {_PID.pid} {logger.name}: {message} {fields}"
+    else:
+        line = f"time={_timestamp_at(time.time())} level=info logger={_value(logger.name)} msg={_value(message)} " \
+               f"{fields}"
+    handler.add_line(redact(line))
     return True
 
 

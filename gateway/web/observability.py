@@ -35,7 +35,7 @@ from gateway.errors import GatewayError, InvalidToken
 from gateway.oidc.jwks import KeySet
 from gateway.proxy.headers import REQUEST_ID
 from gateway.session.store import SessionStore
-from gateway.web.logs import TEXT_FORMAT, configure_logging, emit_info
+from gateway.web.logs import ACCESS_LINE, TEXT_FORMAT, access_fields, configure_logging, emit_access
 
 __all__ = ["LOG_FORMAT", "AccessLogger", "Metrics", "configure_logging"]
 
@@ -319,30 +319,22 @@ class _InstrumentedStore:
         return timed
 
 
-_ACCESS_LINE = '%s "%s %s" %d %d %.1fms'
-
-
 class AccessLogger(AbstractAccessLogger):
     """One record per request on `gateway.access`: a readable message plus structured fields."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, duration: float) -> None:
         remote, method, path, status, size = (request.remote, request.method, request.path, response.status,
                                               response.body_length)
-        # The fields, in this order, each only when it has a value (the same dict as before, built directly).
-        extra: dict[str, Any] = {"remote": remote} if remote is not None else {}
-        extra.update(method=method, path=path, status=status, bytes=size, duration_ms=round(duration * 1000, 1))
         match_info = getattr(request, "match_info", None)
-        if match_info is not None and (route := match_info.route.name) is not None:
-            extra["route"] = route
-        if (request_id := request.get(REQUEST_ID)) is not None:
-            extra["request_id"] = request_id
-        if (identity := request.get(IDENTITY)) is not None:
-            extra["sub"] = identity.sub
+        route = match_info.route.name if match_info is not None else None
+        identity = request.get(IDENTITY)
+        sub = identity.sub if identity is not None else None
+        request_id, ms = request.get(REQUEST_ID), duration * 1000
         # The usual set-up (configure_logging's one handler): the line is written directly, formatted and
         # redacted exactly as that handler would; any other set-up gets an ordinary log record.
-        if emit_info(self.logger, _ACCESS_LINE % (remote, method, path, status, size, duration * 1000), extra):
-            return
-        self.logger.info(_ACCESS_LINE, remote, method, path, status, size, duration * 1000, extra=extra)
+        if not emit_access(self.logger, remote, method, path, status, size, ms, route, request_id, sub):
+            self.logger.info(ACCESS_LINE, remote, method, path, status, size, ms,
+                             extra=access_fields(remote, method, path, status, size, ms, route, request_id, sub))
 
     @property
     def enabled(self) -> bool:

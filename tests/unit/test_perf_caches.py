@@ -19,7 +19,15 @@ from gateway.config import HeaderSettings
 from gateway.proxy.headers import REQUEST_ID, IdentityHeaders, downstream_headers, upstream_headers
 from gateway.session.cookie import SignedCookie, derive_key
 from gateway.web import logs
-from gateway.web.logs import ContextFilter, bind_request, configure_logging, emit_info
+from gateway.web.logs import (
+    ACCESS_LINE,
+    ContextFilter,
+    access_fields,
+    bind_request,
+    configure_logging,
+    emit_access,
+    emit_info,
+)
 from gateway.web.request_id import RequestIds, sane_request_id
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
@@ -81,6 +89,45 @@ def test_direct_access_line_is_redacted(root_logging: None, fmt: str) -> None:
     direct, ordinary = both_ways(fmt, f'127.0.0.1 "GET {path}" 200 0 1.0ms', {**FIELDS, "path": path})
     for line in (direct, ordinary):
         assert "SplxlOBeZQQYbYS6WxSbIA" not in line and JWT not in line and "[redacted]" in line
+
+
+# (remote, method, path, status, size, ms, route, request_id, sub): emit_access's arguments.
+ACCESS_CASES = [
+    ("127.0.0.1", "GET", "/index.html", 200, 612, 1.2345, "proxy", "3f2a9c1b", "248289761001"),
+    (None, "POST", "/a b", 404, 0, 0.0, None, None, None),
+    ("::1", "GET", '/q"uote\\back', 500, 10, 0.05, "proxy", "r 1", "alice smith"),
+    ("127.0.0.1", "GET", "/tab\token=abc", 200, 1, 0.25, "proxy", "r-2", "bob"),
+    ("127.0.0.1", "GET", "/new\nline", 200, 1, 0.35, "proxy", "r-3", "bob"),
+    ("127.0.0.1", "GET", f"/cb/code=Splx/{JWT}", 302, 0, 99999.95, "callback", "r-4", ""),
+    ("10.0.0.1", "DELETE", "/caf\u00e9/\u2603", 204, 0, 1e-9, "proxy", "", "\u00e9"),
+    ("127.0.0.1", "GET", "/", 200, 3, 2e15, "proxy", "r-5", "x"),
+    ("127.0.0.1", "GET", "/=x", 200, 3, 12.45, "a=b", "r=6", "s=t"),
+]
+
+
+@pytest.mark.parametrize("fmt", ["text", "logfmt", "json"])
+@pytest.mark.parametrize("case", ACCESS_CASES)
+def test_direct_access_line_is_the_ordinary_records_line(root_logging: None, fmt: str, case: tuple) -> None:
+    """emit_access builds text and logfmt lines itself: each must be what the formatter makes of the
+    record AccessLogger would log the ordinary way."""
+    direct, ordinary = io.StringIO(), io.StringIO()
+    configure_logging("info", fmt, stream=direct)
+    assert emit_access(ACCESS, *case)
+    logging.getLogger().handlers[0].flush()
+    configure_logging("info", fmt, stream=ordinary)
+    remote, method, path, status, size, ms = case[:6]
+    ACCESS.info(ACCESS_LINE, remote, method, path, status, size, ms, extra=access_fields(*case))
+    assert without_time(fmt, direct.getvalue().rstrip("\n")) == without_time(fmt, ordinary.getvalue().rstrip("\n"))
+
+
+def test_direct_access_duration_rounds_as_the_field() -> None:
+    """The text and logfmt lines write duration_ms as f"{ms:.1f}", the record's field as round(ms, 1)."""
+    import random
+
+    rng = random.Random(6)
+    samples = [rng.uniform(0, 10) for _ in range(20000)] + [rng.uniform(0, 1e6) for _ in range(20000)]
+    samples += [k / 100 for k in range(100000)] + [k / 1000 + 0.0005 for k in range(20000)]
+    assert [f"{ms:.1f}" for ms in samples] == [repr(round(ms, 1)) for ms in samples]
 
 
 def test_direct_access_line_carries_the_bound_request_id(root_logging: None) -> None:
