@@ -77,20 +77,41 @@ class LoginFlow:
     async def begin(self, request: web.Request, rd: str, form: Form | None = None) -> web.StreamResponse:
         """Remember a new login (state, nonce, PKCE verifier, return path, preserved form) and send the
         browser to the OP."""
-        # An OP that does not answer gets the browser a 503 page here, not a redirect into a dead end.
-        await self._client.ensure_reachable()
         domains = self._settings.access.redirect_domains  # absolute rd only to these hosts (forward-auth)
         auth_request = self._client.new_auth_request(safe_return_path(rd, domains))
-        location = self._client.authorization_url(auth_request)
         binding = self._login_cookie.read(request) or self._login_cookie.new_id()
         pending = PendingLogin(request=auth_request, binding=_binding_hash(binding), created_at=self._clock(),
                                form=form if self._replay_post is not None else None)
-        await self._store.put_login(auth_request.state, pending, ttl=self._settings.session.login_timeout)
+        await self._remember(auth_request.state, pending)
+        location = self._client.authorization_url(auth_request)
         # 303 after a POST: the browser follows with a GET (RFC 9110 §15.4.4).
         status = 303 if request.method == "POST" else 302
         response = web.Response(status=status, headers={"Location": str(location), "Cache-Control": "no-store"})
         self._login_cookie.set(response, binding)
         return response
+
+    async def _remember(self, state: str, pending: PendingLogin) -> None:
+        """Store the pending login, once the OP is known to answer: an OP that does not gets the browser a
+        503 page, not a redirect into a dead end. When that takes a probe (the verdict is older than
+        PROBE_INTERVAL: every login of a quiet gateway), the probe and the store write run at once, so the
+        start waits for the slower of the two round trips, not for their sum. The OP's verdict still comes
+        first: an OP that is down answers provider_unavailable even when the store failed too (its
+        pending login, if written, is never used and expires with login_timeout)."""
+        ttl = self._settings.session.login_timeout
+        if self._client.reachability_known():
+            await self._client.ensure_reachable()  # no request: raises at once while the OP is known down
+            await self._store.put_login(state, pending, ttl=ttl)
+            return
+        probe = asyncio.ensure_future(self._client.ensure_reachable())
+        try:
+            await self._store.put_login(state, pending, ttl=ttl)
+        except Exception:
+            await probe  # ProviderUnavailable, when the OP is down too, before the store's error
+            raise
+        except BaseException:
+            probe.cancel()
+            raise
+        await probe
 
     async def start(self, request: web.Request) -> web.StreamResponse:
         return await self.begin(request, request.query.get("rd", "/"))

@@ -99,6 +99,10 @@ class OIDCClient:
         browser is sent there."""
         await self._provider.ensure_reachable()
 
+    def reachability_known(self) -> bool:
+        """True when ensure_reachable needs no request to the OP (its verdict is current)."""
+        return self._provider.verdict_current()
+
     def authorization_url(self, req: AuthRequest) -> URL:
         metadata = self._provider.require()
         scopes = self._settings.scopes

@@ -160,6 +160,10 @@ class ProviderState:
             raise ProviderUnavailable()
         return self.require()
 
+    def verdict_current(self) -> bool:
+        """True when ensure_reachable would answer from its current verdict, without asking the OP."""
+        return self.metadata is not None and not self._stale()
+
     def answered(self) -> None:
         """An OP endpoint just answered (below 500): as good as a probe, the verdict is renewed."""
         if self.metadata is not None:
