@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, urlencode
 
 import aiohttp
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
@@ -139,8 +139,12 @@ class OIDCClient:
     async def _post(self, url: str, form: dict[str, str], *, endpoint: str) -> tuple[int, bytes]:
         """POST `form` to an OP endpoint with our client authentication; ProviderUnavailable when unreachable."""
         headers = {"Accept": "application/json", **self._client_auth(form)}
+        # The body aiohttp would make of the dict (FormData: urlencode, this Content-Type), encoded here:
+        # its FormData path costs ~40 us of CPU per request, ahead of the token request of every login.
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
         try:
-            async with self._http.post(url, data=form, headers=headers, allow_redirects=False) as resp:
+            async with self._http.post(url, data=urlencode(form).encode(), headers=headers,
+                                       allow_redirects=False) as resp:
                 body = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.error("%s endpoint unreachable: %s", endpoint, type(exc).__name__)

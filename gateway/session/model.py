@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from gateway.oidc.client import AuthRequest
@@ -50,6 +50,7 @@ class Session:
 
 
 _SESSION_FIELDS = tuple(f.name for f in fields(Session))
+_AUTH_REQUEST_FIELDS = tuple(f.name for f in fields(AuthRequest))
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,9 @@ class PendingLogin:
     form: tuple[tuple[str, str], ...] | None = field(default=None, repr=False)
 
     def dumps(self) -> bytes:
-        data: dict[str, Any] = {"request": asdict(self.request), "binding": self.binding,
+        # The request's fields in declaration order, as asdict() gave them, without its recursive copy.
+        request = {name: getattr(self.request, name) for name in _AUTH_REQUEST_FIELDS}
+        data: dict[str, Any] = {"request": request, "binding": self.binding,
                                 "created_at": self.created_at}
         if self.form is not None:
             data["form"] = [list(pair) for pair in self.form]

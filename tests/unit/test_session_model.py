@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from gateway.session.model import Session
+from gateway.oidc.client import AuthRequest
+from gateway.session.model import PendingLogin, Session
 
 
 def full_session() -> Session:
@@ -24,3 +25,16 @@ def test_round_trip() -> None:
     session = full_session()
     assert Session.loads(session.dumps()) == session
     assert Session.loads(session.dumps().decode()) == session
+
+
+def test_pending_login_dumps_is_the_asdict_json_byte_for_byte() -> None:
+    request = AuthRequest(state="st", nonce="no", code_verifier="cv", rd="/back?x=1", response_type="code")
+    for pending in (PendingLogin(request=request, binding="b" * 64, created_at=1.5),
+                    PendingLogin(request=AuthRequest(state="s", nonce="n", code_verifier=None), binding="c",
+                                 created_at=2.0, form=(("a", "1"), ("b", "2")))):
+        expected: dict[str, object] = {"request": asdict(pending.request), "binding": pending.binding,
+                                       "created_at": pending.created_at}
+        if pending.form is not None:
+            expected["form"] = [list(pair) for pair in pending.form]
+        assert pending.dumps() == json.dumps(expected, separators=(",", ":")).encode()
+        assert PendingLogin.loads(pending.dumps()) == pending
