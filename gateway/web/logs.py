@@ -136,13 +136,17 @@ def _exception(formatter: logging.Formatter, record: logging.LogRecord) -> str |
     return record.exc_text or None
 
 
+_JSON = json.JSONEncoder(default=str, ensure_ascii=False)  # json.dumps(..., default=str, ensure_ascii=False),
+# without a new encoder per line
+
+
 def _json_line(created: float, level: str, name: str, message: str, fields: Mapping[str, Any],
                exception: str | None = None) -> str:
     entry: dict[str, Any] = {"time": _timestamp_at(created), "level": level, "logger": name, "message": message}
     entry.update(fields)
     if exception is not None:
         entry["exception"] = exception
-    return redact(json.dumps(entry, default=str, ensure_ascii=False))
+    return redact(_JSON.encode(entry))
 
 
 def _logfmt_line(created: float, level: str, name: str, message: str, fields: Mapping[str, Any],
