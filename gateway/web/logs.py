@@ -138,6 +138,7 @@ def _exception(formatter: logging.Formatter, record: logging.LogRecord) -> str |
 
 _JSON = json.JSONEncoder(default=str, ensure_ascii=False)  # json.dumps(..., default=str, ensure_ascii=False),
 # without a new encoder per line
+_quote: Callable[[str], str] = json.encoder.encode_basestring  # its string literal (C), non-ASCII kept
 
 
 def _json_line(created: float, level: str, name: str, message: str, fields: Mapping[str, Any],
@@ -312,9 +313,9 @@ def emit_access(logger: logging.Logger, remote: str | None, method: str, path: s
                 ms: float, route: str | None, request_id: str | None, sub: str | None) -> bool:
     """emit_info() of the access line (ACCESS_LINE with access_fields()): the access log's hot path.
 
-    In the text and logfmt formats the line is made in one step, without the fields' dict: the same
-    line as their formatters', which tests/unit/test_perf_caches.py checks. JSON (and a text message
-    of more than one line) takes emit_info's way.
+    The line is made in one step, without a record or the fields' dict: the same line as the
+    formatter's, which tests/unit/test_perf_caches.py checks in every format. Anything unusual (a text
+    message of more than one line, a value of another type) takes emit_info's way.
     """
     handler = _direct_handler(logger)
     if handler is None:
@@ -324,10 +325,21 @@ def emit_access(logger: logging.Logger, remote: str | None, method: str, path: s
     message = f'{remote} "{method} {path}" {status} {size} {ms:.1f}ms'  # ACCESS_LINE
     kind = type(handler.formatter)
     # f"{ms:.1f}" is repr(round(ms, 1)) below 1e15: both round the exact binary value to one decimal.
-    if kind is JSONFormatter or (kind is TextFormatter and "\n" in message) or type(status) is not int \
-            or type(size) is not int or not 0 <= ms < 1e15:
+    if (kind is TextFormatter and "\n" in message) or type(status) is not int or type(size) is not int \
+            or not 0 <= ms < 1e15 or (kind is JSONFormatter and not _all_str(remote, method, path, route, request_id,
+                                                                           sub)):
         handler.add_line(_DIRECT[kind](time.time(), "info", logger.name, message,
                                        access_fields(remote, method, path, status, size, ms, route, request_id, sub)))
+        return True
+    if kind is JSONFormatter:  # json.dumps' separators and string escapes (ensure_ascii=False)
+        before = "" if remote is None else f'"remote": {_quote(remote)}, '
+        after = ("" if route is None else f', "route": {_quote(route)}') + \
+            ("" if request_id is None else f', "request_id": {_quote(request_id)}') + \
+            ("" if sub is None else f', "sub": {_quote(sub)}')
+        line = (f'{{"time": "{_timestamp_at(time.time())}", "level": "info", "logger": {_quote(logger.name)}, '
+                f'"message": {_quote(message)}, {before}"method": {_quote(method)}, "path": {_quote(path)}, '
+                f'"status": {status}, "bytes": {size}, "duration_ms": {ms:.1f}{after}}}')
+        handler.add_line(redact(line))
         return True
     fields = (f"{'' if remote is None else 'remote=' + _value(remote) + ' '}method={_value(method)} "
               f"path={_value(path)} status={status} bytes={size} duration_ms={ms:.1f}"
@@ -340,6 +352,14 @@ def emit_access(logger: logging.Logger, remote: str | None, method: str, path: s
         line = f"time={_timestamp_at(time.time())} level=info logger={_value(logger.name)} msg={_value(message)} " \
                f"{fields}"
     handler.add_line(redact(line))
+    return True
+
+
+def _all_str(*values: object) -> bool:
+    """Every value a str or None (a loop: once per JSON access line)."""
+    for value in values:
+        if value is not None and type(value) is not str:
+            return False
     return True
 
 
