@@ -24,7 +24,8 @@ __all__ = ["AccessPolicy", "has_dot_segment", "resolve_dot_segments"]
 
 def has_dot_segment(path: str) -> bool:
     """True when a path segment is `.` or `..` (`..;x` too: servlet containers drop `;params` first)."""
-    if "." not in path:
+    # Such a segment starts the path or follows a slash: most paths with a dot (/app.js) stop here.
+    if "/." not in path and not path.startswith("."):
         return False
     return any(segment.partition(";")[0] in (".", "..") for segment in path.split("/"))
 

@@ -125,3 +125,19 @@ def test_scopes_of() -> None:
 def test_invalid_rules_are_config_errors(rule: dict[str, Any], where: str) -> None:
     with pytest.raises(ValidationError, match=where):
         AccessSettings.model_validate({"rules": [rule]})
+
+
+def test_dot_segments_are_found_wherever_they_are() -> None:
+    """has_dot_segment's quick exit (no "/." and no leading ".") never misses one: checked against the
+    plain segment test over every path of up to 5 characters from the characters that matter."""
+    import itertools
+
+    from gateway.auth.policy import has_dot_segment
+
+    def plain(path: str) -> bool:
+        return any(segment.partition(";")[0] in (".", "..") for segment in path.split("/"))
+
+    paths = ["".join(chars) for n in range(6) for chars in itertools.product("/.;a", repeat=n)]
+    assert 300 < sum(map(plain, paths)) < len(paths) - 300  # plenty of both
+    assert [has_dot_segment(p) for p in paths] == [plain(p) for p in paths]
+    assert has_dot_segment("/a/..;x/b") and has_dot_segment("../x") and not has_dot_segment("/app.js")
