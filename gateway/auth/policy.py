@@ -56,8 +56,9 @@ class AccessPolicy:
         # `/public/../admin` must not pass as public: a path with dot segments is never public.
         if has_dot_segment(path):
             return False
-        if any(p.search(path) for p in self._public):
-            return True
+        for pattern in self._public:  # a loop, not any(<generator>): once per proxied request
+            if pattern.search(path):
+                return True
         rule = first_match(self._rules, method, path)
         return rule is not None and rule.public
 

@@ -107,4 +107,7 @@ def compile_rules(settings: Sequence[RuleSettings]) -> tuple[Rule, ...]:
 
 
 def first_match(rules: Sequence[Rule], method: str, path: str) -> Rule | None:
-    return next((rule for rule in rules if rule.applies(method, path)), None)
+    for rule in rules:  # a loop, not next(<generator>): twice per proxied request
+        if rule.applies(method, path):
+            return rule
+    return None
