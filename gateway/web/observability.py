@@ -160,7 +160,7 @@ def _observe(series: list[float], bounds: tuple[float, ...], seconds: float) -> 
 
 class Metrics:
     def __init__(self) -> None:
-        self._bearer_valid: Any = None
+        self._bearer_valid: list[float] | None = None
         # (route, status) -> its request counter, its route's latency histogram (plain lists, see _PlainFamily)
         self._pairs: dict[tuple[str, int], tuple[list[float], list[float]]] = {}
         self.registry = registry = CollectorRegistry()
@@ -184,9 +184,9 @@ class Metrics:
                               ["outcome", "reason"], registry=registry)
         self.refreshes = Counter("oidc_gateway_token_refreshes_total", "Refresh grants by outcome",
                                  ["outcome"], registry=registry)
-        self.bearer = Counter("oidc_gateway_bearer_validations_total",
-                              "Bearer tokens checked, by outcome (valid | invalid | error) and reason",
-                              ["outcome", "reason"], registry=registry)
+        self.bearer = _PlainFamily("oidc_gateway_bearer_validations_total",  # counted per request (cache hits)
+                                   "Bearer tokens checked, by outcome (valid | invalid | error) and reason",
+                                   ("outcome", "reason"), registry)
         self.store_latency = _PlainFamily("oidc_gateway_session_store_duration_seconds",
                                           "Session store calls by operation", ("operation",), registry,
                                           buckets=_STORE_BUCKETS)
@@ -239,12 +239,12 @@ class Metrics:
         """One Bearer token judged (BearerAuthenticator's on_judged): None = valid, else what was raised."""
         if error is None:
             if self._bearer_valid is None:  # looked up on first use: no series before that
-                self._bearer_valid = self.bearer.labels(outcome="valid", reason="none")
-            self._bearer_valid.inc()
+                self._bearer_valid = self.bearer.series("valid", "none")
+            self._bearer_valid[0] += 1
         elif isinstance(error, InvalidToken):
-            self.bearer.labels(outcome="invalid", reason=_slug(error.detail)).inc()
+            self.bearer.series("invalid", _slug(error.detail))[0] += 1
         else:  # e.g. the OP's keys could not be loaded
-            self.bearer.labels(outcome="error", reason=error.code).inc()
+            self.bearer.series("error", error.code)[0] += 1
 
     def upstream_trace(self) -> aiohttp.TraceConfig:
         """Client tracing for the upstream ClientSession: latency to response headers, status, errors."""

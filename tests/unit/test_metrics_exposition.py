@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import metrics as prometheus_metrics
 
+from gateway.errors import GatewayError, InvalidToken
 from gateway.web.observability import _STORE_BUCKETS as STORE_BUCKETS
 from gateway.web.observability import Metrics
 
@@ -21,6 +22,10 @@ from gateway.web.observability import Metrics
 # Durations on and around bucket bounds (a bound counts in its own bucket), above the last one, and 0.
 REQUESTS = [("proxy", 200, 0.005), ("proxy", 200, 0.0051), ("proxy", 404, 0.0), ("healthz", 200, 0.3),
             ("proxy", 200, 12.0), ("callback", 302, 1.0), ("proxy", 502, 2.5), ("proxy", 200, 0.075)]
+# Bearer tokens judged (BearerAuthenticator's on_judged), and the (outcome, reason) series they count in.
+BEARER_ERRORS = [None, InvalidToken("token expired"), None, GatewayError(), InvalidToken("token expired")]
+BEARER = [("valid", "none"), ("invalid", "token_expired"), ("valid", "none"), ("error", GatewayError.code),
+          ("invalid", "token_expired")]
 # (operation, seconds, failed) for session store calls.
 STORE_CALLS = [("get", 0.0005, False), ("get", 0.0007, False), ("put", 0.003, True), ("get", 3.0, False)]
 UPSTREAMS = [("http://127.0.0.1:80", "200", 0.01), ("http://127.0.0.1:80", "error", None),
@@ -33,7 +38,7 @@ def scrape(registry: CollectorRegistry) -> str:
 
 
 def reference(requests: list[tuple[str, int, float]], upstreams: list[tuple[str, str, float | None]],
-              store_calls: Sequence[tuple[str, float, bool]] = ()) -> str:
+              store_calls: Sequence[tuple[str, float, bool]] = (), bearer: Sequence[tuple[str, str]] = ()) -> str:
     """What prometheus_client's own Counter and Histogram (the gateway's metrics before) write for the same."""
     registry = CollectorRegistry()
     counter = Counter("oidc_gateway_http_requests_total", "HTTP requests by route and status", ["route", "status"],
@@ -48,6 +53,9 @@ def reference(requests: list[tuple[str, int, float]], upstreams: list[tuple[str,
     up_counter = Counter("oidc_gateway_upstream_requests_total",
                          "Upstream requests by origin and status (error: no response)", ["upstream", "status"],
                          registry=registry)
+    validations = Counter("oidc_gateway_bearer_validations_total",
+                          "Bearer tokens checked, by outcome (valid | invalid | error) and reason",
+                          ["outcome", "reason"], registry=registry)
     store_latency = Histogram("oidc_gateway_session_store_duration_seconds", "Session store calls by operation",
                               ["operation"], buckets=STORE_BUCKETS, registry=registry)
     store_errors = Counter("oidc_gateway_session_store_errors_total", "Failed session store calls by operation",
@@ -57,6 +65,8 @@ def reference(requests: list[tuple[str, int, float]], upstreams: list[tuple[str,
         store_latency.labels(operation=operation).observe(seconds)
         if failed:
             store_errors.labels(operation=operation).inc()
+    for outcome, reason in bearer:
+        validations.labels(outcome=outcome, reason=reason).inc()
     for route, status, seconds in requests:
         counter.labels(route, str(status)).inc()
         latency.labels(route).observe(seconds)
@@ -88,11 +98,14 @@ class Store:
 
 
 def gateway_metrics(requests: list[tuple[str, int, float]], upstreams: list[tuple[str, str, float | None]],
-                    monkeypatch: pytest.MonkeyPatch, store_calls: Sequence[tuple[str, float, bool]] = ()) -> str:
+                    monkeypatch: pytest.MonkeyPatch, store_calls: Sequence[tuple[str, float, bool]] = (),
+                    bearer_errors: Sequence[GatewayError | None] = ()) -> str:
     """The same events through Metrics; only the families the reference has are compared."""
     metrics = Metrics()
     real, now = time.perf_counter, [0.0]
     monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+    for error in bearer_errors:
+        metrics.record_bearer(error)
     fake = Store(now)
     store = metrics.instrument_store(fake)  # type: ignore[arg-type]
     for operation, seconds, failed in store_calls:
@@ -107,16 +120,18 @@ def gateway_metrics(requests: list[tuple[str, int, float]], upstreams: list[tupl
     for origin, status, up_seconds in upstreams:
         metrics.record_upstream(origin, status, up_seconds)
     text = scrape(metrics.registry)
-    wanted = ("oidc_gateway_http_request", "oidc_gateway_upstream_request", "oidc_gateway_session_store")
+    wanted = ("oidc_gateway_http_request", "oidc_gateway_upstream_request", "oidc_gateway_session_store",
+              "oidc_gateway_bearer")
     return "".join(line + "\n" for line in text.splitlines()
                    if line.split(" ")[2 if line.startswith("#") else 0].startswith(wanted))
 
 
 def test_a_scrape_reads_as_prometheus_clients_counter_and_histogram(monkeypatch: pytest.MonkeyPatch) -> None:
-    expected = reference(REQUESTS, UPSTREAMS, STORE_CALLS)
+    expected = reference(REQUESTS, UPSTREAMS, STORE_CALLS, BEARER)
     assert 'oidc_gateway_http_request_duration_seconds_bucket{le="0.005",route="proxy"} 2.0' in expected
     assert 'oidc_gateway_session_store_errors_total{operation="put"} 1.0' in expected
-    assert gateway_metrics(REQUESTS, UPSTREAMS, monkeypatch, STORE_CALLS) == expected
+    assert 'oidc_gateway_bearer_validations_total{outcome="valid",reason="none"} 2.0' in expected
+    assert gateway_metrics(REQUESTS, UPSTREAMS, monkeypatch, STORE_CALLS, BEARER_ERRORS) == expected
 
 
 def test_before_any_request_the_families_are_there_without_series(monkeypatch: pytest.MonkeyPatch) -> None:
