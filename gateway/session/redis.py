@@ -172,6 +172,7 @@ class RedisStore:
         # Local read cache: used only while subscribed to the invalidation channel (`listen`).
         self._cache_ttl = cache_ttl
         self._cache: OrderedDict[str, tuple[float, Session]] = OrderedDict()
+        self._session_keys: dict[str, str] = {}  # sid -> its record's key (_session_key)
         self._listening = False
         self._generation = 0  # bumped by every invalidation: a read racing one is not cached
         self._origin = secrets.token_hex(8)  # our own invalidations come back too: ignore those
@@ -188,6 +189,16 @@ class RedisStore:
 
     def _key(self, kind: str, ident: str) -> str:
         return f"{self._prefix}{kind}:{hashlib.sha256(ident.encode()).hexdigest()}"
+
+    def _session_key(self, sid: str) -> str:
+        """self._key("s", sid), remembered: a session request asks for it every time (the local cache
+        is keyed by it), and the hash was measurable there. Bounded like the cache."""
+        key = self._session_keys.get(sid)
+        if key is None:
+            if len(self._session_keys) >= _CACHE_SIZE:
+                self._session_keys.clear()
+            key = self._session_keys[sid] = self._key("s", sid)
+        return key
 
     def _seal(self, plaintext: bytes, key: str) -> bytes:
         return plaintext if self._cipher is None else self._cipher.seal(plaintext, key=key)
@@ -208,7 +219,7 @@ class RedisStore:
             return None
 
     async def get(self, sid: str, *, cached: bool = True) -> Session | None:
-        key = self._key("s", sid)
+        key = self._session_key(sid)
         use_cache = cached and self._listening
         if use_cache:
             hit = self._cache.get(key)
@@ -279,7 +290,7 @@ class RedisStore:
                   expect: Session | None = None) -> bool:
         indexes = [self._logout_index(session.iss, sid=session.op_sid, sub=None),
                    self._logout_index(session.iss, sid=None, sub=session.sub)]
-        keys = [self._key("s", sid), *(index for index in indexes if index is not None)]
+        keys = [self._session_key(sid), *(index for index in indexes if index is not None)]
         self._forget(keys[0])
         generation = self._generation
         async with self._deadline() as until:
@@ -314,7 +325,7 @@ class RedisStore:
         return raw.encode() if isinstance(raw, str) else raw
 
     async def delete(self, sid: str) -> None:
-        key = self._key("s", sid)
+        key = self._session_key(sid)
         self._forget(key)
         async with self._deadline() as until:
             await self._redis.delete(key)

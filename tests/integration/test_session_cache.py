@@ -142,3 +142,14 @@ async def _token(store: RedisStore, sid: str, token: str) -> bool:
 
 async def _absent(store: RedisStore, sid: str) -> bool:
     return await store.get(sid) is None
+
+
+def test_the_remembered_record_keys_are_the_hashed_keys_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.session import redis as redis_module
+
+    monkeypatch.setattr(redis_module, "_CACHE_SIZE", 3)
+    store = RedisStore(Redis.from_url(REDIS_URL), prefix="p:")
+    for n in range(10):
+        assert store._session_key(f"sid-{n}") == store._key("s", f"sid-{n}")
+        assert f"sid-{n}" not in store._session_key(f"sid-{n}")  # the sid never appears in Redis keys
+        assert len(store._session_keys) <= 3
