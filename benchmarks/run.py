@@ -14,7 +14,8 @@ When Debian's apache2-bin and libapache2-mod-auth-openidc are installed, Apache 
 (2 processes, event MPM; benchmarks/apache/) in the same run, signed in at the same OP, in front of the
 same upstream, small body: session in its shared-memory cache, in Redis, and a Bearer JWT; measured in
 rounds alternating with the 2-worker gateway, and the gateway's req/s and CPU us/req as a ratio to it.
-CPU microseconds per request come from /proc (utime+stime of the server's processes).
+CPU microseconds per request come from /proc (utime+stime of the server's processes); the upstream's
+and wrk's per request are shown beside them, since all share the machine's cores.
 Not part of the test suite: it asserts nothing, it reports.
 """
 
@@ -26,6 +27,7 @@ import base64
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -251,7 +253,9 @@ def wrk(url: str, *, headers: dict[str, str], duration: int, connections: int, t
 
 
 def measure(name: str, server: Server, url: str, args: argparse.Namespace,
-            headers: dict[str, str] | None = None, expect: int = 200) -> Result:
+            headers: dict[str, str] | None = None, expect: int = 200, upstream: Server | None = None) -> Result:
+    """One contestant's req/s, p99 and CPU per request; also what the upstream (`upstream`, when it is
+    another process) and wrk spent per request, for the 2-core machine is shared by all three."""
     probe = urllib.request.Request(url, headers=headers or {})
     try:
         status = urllib.request.urlopen(probe, timeout=5).status  # noqa: S310 - loopback
@@ -262,15 +266,21 @@ def measure(name: str, server: Server, url: str, args: argparse.Namespace,
     # Warm up (connection pools, caches), then measure.
     wrk(url, headers=headers or {}, duration=2, connections=args.connections, threads=args.threads)
     pids = server.pids()
-    before = cpu_seconds(pids)
+    neighbour = upstream.pids() if upstream is not None and upstream is not server else []
+    before, neighbour_before = cpu_seconds(pids), cpu_seconds(neighbour)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     rps, p99, requests, errors = wrk(url, headers=headers or {}, duration=args.duration,
                                      connections=args.connections, threads=args.threads)
+    done = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_us = (cpu_seconds(pids) - before) / max(requests, 1) * 1e6
+    wrk_us = (done.ru_utime + done.ru_stime - children.ru_utime - children.ru_stime) / max(requests, 1) * 1e6
+    upstream_us = (cpu_seconds(neighbour) - neighbour_before) / max(requests, 1) * 1e6 if neighbour else None
     if set(server.pids()) - set(pids):
         print(f"  warning: {name}: processes started during the run; their CPU is not counted", flush=True)
-    result = Result(name, rps, p99, cpu_us, errors)
-    print(f"  {name:<52} {rps:>9.0f} req/s  p99 {p99:>6.1f} ms  {cpu_us:>6.0f} us/req  errors {errors}",
-          flush=True)
+    result = Result(name, rps, p99, cpu_us, errors, {"wrk_cpu_us": wrk_us, "upstream_cpu_us": upstream_us})
+    upstream_text = "" if upstream_us is None else f"  upstream {upstream_us:>4.0f} us/req"
+    print(f"  {name:<52} {rps:>9.0f} req/s  p99 {p99:>6.1f} ms  {cpu_us:>6.0f} us/req  errors {errors}"
+          f"{upstream_text}  wrk {wrk_us:>4.0f} us/req", flush=True)
     return result
 
 
@@ -324,9 +334,11 @@ async def cold_logins(gateway: str, bare_rp: str, op: TestOP, n: int) -> dict[st
 
 def median(samples: list[Result]) -> Result:
     """One Result from repeated runs of a contestant: the median of each figure, the errors summed."""
+    extra = {key: None if any(r.extra.get(key) is None for r in samples) else
+             statistics.median(r.extra[key] for r in samples) for key in ("wrk_cpu_us", "upstream_cpu_us")}
     return Result(samples[0].name, statistics.median(r.rps for r in samples),
                   statistics.median(r.p99_ms for r in samples), statistics.median(r.cpu_us for r in samples),
-                  sum(r.errors for r in samples))
+                  sum(r.errors for r in samples), extra)
 
 
 def profiler(server: Server, out: Path) -> subprocess.Popen[bytes]:
@@ -339,13 +351,16 @@ def profiler(server: Server, out: Path) -> subprocess.Popen[bytes]:
 def table(results: list[Result], baseline: Result) -> str:
     """Medians over the rounds; ratio and p99 multiple are per round against that round's bare proxy
     (then the median), except for contestants measured outside the rounds (2 workers): medians there."""
-    lines = ["| contestant | req/s | ratio to bare proxy | p99 ms | p99 / bare | CPU us/req | errors |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| contestant | req/s | ratio to bare proxy | p99 ms | p99 / bare | CPU us/req | upstream CPU us/req "
+             "| wrk CPU us/req | errors |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         ratio = r.extra.get("ratio", r.rps / baseline.rps)
         p99x = r.extra.get("p99_x_bare", r.p99_ms / baseline.p99_ms)
+        neighbours = " | ".join("-" if r.extra.get(key) is None else f"{r.extra[key]:.0f}"
+                                for key in ("upstream_cpu_us", "wrk_cpu_us"))
         lines.append(f"| {r.name} | {r.rps:.0f} | {ratio:.2f} | {r.p99_ms:.1f} | {p99x:.1f} | {r.cpu_us:.0f} "
-                     f"| {r.errors} |")
+                     f"| {neighbours} | {r.errors} |")
     return "\n".join(lines)
 
 
@@ -486,7 +501,8 @@ def main() -> int:
             for name, server, url, headers, expect, kind in plan:
                 spy = profiler(server, args.profile.with_suffix(f".{kind}.txt")) \
                     if args.profile and kind and round_ == 0 else None
-                rounds.setdefault(name, []).append(measure(name, server, url, args, headers, expect=expect))
+                rounds.setdefault(name, []).append(measure(name, server, url, args, headers, expect=expect,
+                                                           upstream=upstream))
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)
                     spy.wait(timeout=60)
@@ -540,7 +556,7 @@ def main() -> int:
         # Alternating, like the first rounds: the gateway and Apache share the machine's bad moments.
         for _ in range(max(args.repeat, args.versus_rounds)):
             for name, server, url, headers in second_plan:
-                second.setdefault(name, []).append(measure(name, server, url, args, headers))
+                second.setdefault(name, []).append(measure(name, server, url, args, headers, upstream=upstream))
         results.extend(median(samples) for samples in second.values())
         if workers_supported() and not args.quick:
             workers = [p for p in gateway2.pids() if p != gateway2.proc.pid
