@@ -163,6 +163,8 @@ class Metrics:
         self._bearer_valid: list[float] | None = None
         # (route, status) -> its request counter, its route's latency histogram (plain lists, see _PlainFamily)
         self._pairs: dict[tuple[str, int], tuple[list[float], list[float]]] = {}
+        # (origin, status) -> its upstream request counter and, unless "error", the origin's latency histogram
+        self._upstream_pairs: dict[tuple[str, str], tuple[list[float], list[float] | None]] = {}
         self.registry = registry = CollectorRegistry()
         self.requests = _PlainFamily("oidc_gateway_http_requests_total", "HTTP requests by route and status",
                                      ("route", "status"), registry)
@@ -272,9 +274,14 @@ class Metrics:
 
     def record_upstream(self, origin: str, status: str, seconds: float | None) -> None:
         """One upstream request (the Forwarder's on_upstream): status or "error", time to its headers."""
-        self.upstream_requests.series(origin, status)[0] += 1
-        if seconds is not None:  # no latency series for an upstream that never answered
-            _observe(self.upstream_latency.series(origin), self._bounds, seconds)
+        pair = self._upstream_pairs.get((origin, status))
+        if pair is None:
+            pair = self._upstream_pairs[(origin, status)] = (self.upstream_requests.series(origin, status),
+                                                             self.upstream_latency.series(origin)
+                                                             if status != "error" else None)
+        pair[0][0] += 1
+        if seconds is not None and pair[1] is not None:  # no latency series for an upstream that never answered
+            _observe(pair[1], self._bounds, seconds)
 
     def request_started(self) -> None:
         self._in_flight += 1

@@ -29,7 +29,8 @@ BEARER = [("valid", "none"), ("invalid", "token_expired"), ("valid", "none"), ("
 # (operation, seconds, failed) for session store calls.
 STORE_CALLS = [("get", 0.0005, False), ("get", 0.0007, False), ("put", 0.003, True), ("get", 3.0, False)]
 UPSTREAMS = [("http://127.0.0.1:80", "200", 0.01), ("http://127.0.0.1:80", "error", None),
-             ("http://app:8080", "503", 7.5), ("http://127.0.0.1:80", "200", 0.0049)]
+             ("http://app:8080", "503", 7.5), ("http://127.0.0.1:80", "200", 0.0049),
+             ("http://down:1", "error", None)]  # an origin that never answered: no latency series
 
 
 def scrape(registry: CollectorRegistry) -> str:
