@@ -13,6 +13,9 @@ GETs (8 concurrent) to the same nginx (or aiohttp) upstream:
   gateway:log          the same without the access log line (AccessLogger.log does nothing)
   gateway:metrics      the same without the per-request metrics
   gateway:log,metrics  both off
+  gateway-session      the gateway as in `gateway`, each GET with a session cookie (a real login) instead
+
+A variant's options after the colon apply to gateway-session too (gateway-session:log).
 
 Default: all five. A variant's server log stays in the printed temporary directory. Not part of the
 test suite; docs/performance.md quotes it.
@@ -31,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-VARIANTS = ("bare-lean", "gateway", "gateway:log", "gateway:metrics", "gateway:log,metrics")
+VARIANTS = ("bare-lean", "gateway", "gateway:log", "gateway:metrics", "gateway:log,metrics", "gateway-session")
 
 
 def serve_gateway(config: str, off: set[str]) -> None:
@@ -95,7 +98,7 @@ def serve_bare_lean(port: int, upstream: str) -> None:
 def count(variant: str, requests: int, tmp: Path, op: object, upstream: str, token: str) -> float:
     """Instructions per request of one variant."""
     import aiohttp
-    from run import PY, free_port, gateway_config, wait_http
+    from run import PY, free_port, gateway_config, session_cookie, wait_http
 
     port = free_port()
     if variant == "bare-lean":
@@ -111,18 +114,21 @@ def count(variant: str, requests: int, tmp: Path, op: object, upstream: str, tok
                                *argv], stdout=open(tmp / f"{name}.log", "wb"),  # noqa: SIM115 - closed at exit
                               stderr=subprocess.STDOUT, cwd=ROOT)
 
+    credential = {"Authorization": f"Bearer {token}"}
+
     async def drive(n: int) -> None:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
             async def worker(k: int) -> None:
                 for _ in range(k):
-                    async with session.get(f"http://127.0.0.1:{port}/",
-                                           headers={"Authorization": f"Bearer {token}"}) as answer:
+                    async with session.get(f"http://127.0.0.1:{port}/", headers=credential) as answer:
                         await answer.read()
                         assert answer.status == 200, answer.status
             await asyncio.gather(*(worker(n // 8) for _ in range(8)))
 
     try:
         wait_http(ready, timeout=300)
+        if variant.startswith("gateway-session"):
+            credential = {"Cookie": asyncio.run(session_cookie(f"http://127.0.0.1:{port}"))}
         asyncio.run(drive(200))
         subprocess.run(["callgrind_control", "--instr=on", str(server.pid)], check=True, capture_output=True)
         asyncio.run(drive(requests))
