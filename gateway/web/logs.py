@@ -31,10 +31,9 @@ from aiohttp import web
 
 from gateway.proxy.headers import REQUEST_ID
 
-__all__ = ["LOG_FORMATS", "ContextFilter", "JSONFormatter", "LineHandler", "LogfmtFormatter", "TextFormatter",
-           "bind_request",
-           "ACCESS_LINE", "access_fields", "configure_logging", "emit_access", "emit_info", "formatter_for",
-           "redact"]
+__all__ = ["ACCESS_LINE", "LOG_FORMATS", "ContextFilter", "JSONFormatter", "LineHandler", "LogfmtFormatter",
+           "TextFormatter", "access_fields", "bind_request", "configure_logging", "emit_access", "emit_info",
+           "formatter_for", "redact"]
 
 LogFormat = Literal["json", "logfmt", "text"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("json", "logfmt", "text")
@@ -328,9 +327,7 @@ def emit_access(logger: logging.Logger, remote: str | None, method: str, path: s
     if (kind is TextFormatter and "\n" in message) or type(status) is not int or type(size) is not int \
             or not 0 <= ms < 1e15 or (kind is JSONFormatter and not _all_str(remote, method, path, route, request_id,
                                                                            sub)):
-        handler.add_line(_DIRECT[kind](time.time(), "info", logger.name, message,
-                                       access_fields(remote, method, path, status, size, ms, route, request_id, sub)))
-        return True
+        return emit_info(logger, message, access_fields(remote, method, path, status, size, ms, route, request_id, sub))
     if kind is JSONFormatter:  # json.dumps' separators and string escapes (ensure_ascii=False)
         before = "" if remote is None else f'"remote": {_quote(remote)}, '
         after = ("" if route is None else f', "route": {_quote(route)}') + \
