@@ -126,6 +126,12 @@ class _PlainFamily(Collector):
             found[-1] = time.time()
         return found
 
+    def observe(self, series: list[float], seconds: float) -> None:
+        """One observation into this histogram's `series`: its bucket (the first bound >= seconds, as
+        Histogram.observe) and its sum."""
+        series[bisect_left(self.bounds, seconds)] += 1
+        series[-2] += seconds
+
     def describe(self) -> Iterator[Metric]:
         yield self._family()
 
@@ -149,13 +155,6 @@ class _PlainFamily(Collector):
 
     def _family(self) -> Metric:
         return Metric(self._name, self._documentation, "histogram" if self.histogram else "counter")
-
-
-def _observe(series: list[float], bounds: tuple[float, ...], seconds: float) -> None:
-    """One observation into a _PlainFamily histogram's series: its bucket (the first bound >= seconds,
-    as Histogram.observe) and its sum."""
-    series[bisect_left(bounds, seconds)] += 1
-    series[-2] += seconds
 
 
 class Metrics:
@@ -208,7 +207,6 @@ class Metrics:
               registry=registry).labels(version=__version__).set(1)
         self._keys = _KeySetCollector()
         registry.register(self._keys)
-        self._bounds = self.latency.bounds  # the same for the upstream latency (not the store's)
 
     # --- callbacks handed to the lower layers by gateway.app ---------------------------------------
 
@@ -281,7 +279,7 @@ class Metrics:
                                                              if status != "error" else None)
         pair[0][0] += 1
         if seconds is not None and pair[1] is not None:  # no latency series for an upstream that never answered
-            _observe(pair[1], self._bounds, seconds)
+            self.upstream_latency.observe(pair[1], seconds)
 
     def request_started(self) -> None:
         self._in_flight += 1
@@ -295,7 +293,7 @@ class Metrics:
             pair = self._pairs[(route, status)] = (self.requests.series(route, str(status)),
                                                    self.latency.series(route))
         pair[0][0] += 1
-        _observe(pair[1], self._bounds, seconds)
+        self.latency.observe(pair[1], seconds)
 
 
 class _InstrumentedStore:
@@ -310,7 +308,8 @@ class _InstrumentedStore:
         target = getattr(self._store, name)
         if not inspect.iscoroutinefunction(target):
             return target
-        latency, errors, bounds = self._latency.series(name), self._errors.series(name), self._latency.bounds
+        histogram = self._latency
+        latency, errors = histogram.series(name), self._errors.series(name)
 
         async def timed(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
@@ -320,7 +319,7 @@ class _InstrumentedStore:
                 errors[0] += 1
                 raise
             finally:
-                _observe(latency, bounds, time.perf_counter() - started)
+                histogram.observe(latency, time.perf_counter() - started)
 
         self.__dict__[name] = timed  # found directly from now on: __getattr__ runs once per method
         return timed
